@@ -1,0 +1,51 @@
+# mcpguard — `make run` serves with an embedded dev identity provider;
+# `make test` runs every test (unit, policy, end to end with real clients).
+GO       ?= go
+BIN      ?= bin/mcpguard
+PKGS     := ./...
+export GOFLAGS := -buildvcs=false
+
+.PHONY: run build test test-go test-policy test-e2e bench lint fmt docker tools-ts clean
+
+run: ## serve on 127.0.0.1:8000 with the dev identity provider, static roles, no cloud account
+	DEV_IDP=true HOST=127.0.0.1 PORT=8000 LOG_FORMAT=text $(GO) run ./cmd/mcpguard serve
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(BIN) ./cmd/mcpguard
+
+test: lint test-policy test-go test-e2e ## everything CI runs
+
+test-go:
+	$(GO) test -race -count=1 $(PKGS)
+
+test-policy:
+	$(GO) tool opa test policies/ -v --coverage --threshold 90 --format=json > /dev/null
+	$(GO) tool opa test policies/
+	$(GO) run ./cmd/mcpguard policy lint
+
+test-e2e: tools-ts
+	MCPGUARD_E2E_TS=1 $(GO) test -count=1 -v -run 'TestTypeScript' ./test/...
+
+tools-ts: test/node_modules/.package-lock.json
+
+test/node_modules/.package-lock.json: test/package.json test/package-lock.json
+	cd test && npm ci --no-audit --no-fund
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || (gofmt -l . && echo "gofmt: files above need formatting" && exit 1)
+	$(GO) vet $(PKGS)
+	$(GO) tool opa fmt --list --fail policies/
+	$(GO) tool opa check --strict policies/
+
+fmt:
+	gofmt -w cmd internal tools test
+	$(GO) tool opa fmt -w policies/
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./internal/policy/ ./test/bench/
+
+docker:
+	docker build --target production -t mcpguard:latest .
+
+clean:
+	rm -rf bin test/node_modules

@@ -1,0 +1,165 @@
+// Command mcpguard is an MCP server whose every request is authenticated by
+// Microsoft Entra ID and decided by Rego policies on an embedded OPA engine.
+//
+//	mcpguard [serve] [--port 8000 ...]   run the server (flags mirror the env names)
+//	mcpguard token --dev --user alice     print a token from the embedded dev identity provider
+//	mcpguard keys generate                print fresh JWT_SIGNING_KEY and STORAGE_ENCRYPTION_KEY
+//	mcpguard policy lint|test|eval        check the policies
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mcpguard/mcpguard/internal/config"
+	"github.com/mcpguard/mcpguard/internal/devidp"
+	"github.com/mcpguard/mcpguard/internal/server"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "mcpguard:", err)
+		var ee exitError
+		if errors.As(err, &ee) {
+			os.Exit(int(ee))
+		}
+		os.Exit(1)
+	}
+}
+
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+func run(args []string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(args, stderr)
+	case "token":
+		return token(args, stdout)
+	case "keys":
+		return keys(args, stdout)
+	case "policy":
+		return policyCmd(args, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "mcpguard", server.Version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+}
+
+const usage = `usage:
+  mcpguard [serve] [--name value ...]    run the server; --port 8000 sets PORT, and so on
+  mcpguard token --dev [--user NAME] [--roles a,b] [--scopes read,write] [--groups g] [--app] [--lifetime 1h]
+  mcpguard keys generate
+  mcpguard policy lint | test | eval --input FILE
+`
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	switch cfg.LogLevel {
+	case "debug":
+		level = slog.LevelDebug
+	case "warn", "warning":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func serve(args []string, stderr io.Writer) error {
+	cfg, rest, err := config.Load(args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return fmt.Errorf("serve: unexpected arguments %q", rest)
+	}
+	logger := newLogger(cfg, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if cfg.Dev.Enabled {
+		shutdown, err := startDevIDP(cfg, logger)
+		if err != nil {
+			return err
+		}
+		defer shutdown()
+	}
+
+	srv, err := server.New(ctx, cfg, server.Options{Logger: logger})
+	if err != nil {
+		return err
+	}
+	if cfg.Transport == config.TransportStdio {
+		logger.Info("serving MCP on stdio", "policy_dir", cfg.PolicyDir, "auth", cfg.EnableAuth)
+		return srv.RunStdio(ctx)
+	}
+	hs := &http.Server{
+		Addr:              cfg.Addr(),
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+	ln, err := net.Listen("tcp", cfg.Addr())
+	if err != nil {
+		return err
+	}
+	logger.Info("mcpguard listening", "addr", ln.Addr().String(), "endpoint", cfg.ResourceURL(), "transport", cfg.Transport,
+		"stateless", cfg.Stateless, "auth", cfg.EnableAuth, "role_source", cfg.RoleSource, "policy_dir", cfg.PolicyDir, "dev_idp", cfg.Dev.Enabled)
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return hs.Shutdown(sctx)
+}
+
+// startDevIDP serves the embedded Entra-shaped issuer on its loopback address.
+func startDevIDP(cfg *config.Config, logger *slog.Logger) (func(), error) {
+	key, err := devidp.LoadOrCreateKey(cfg.Dev.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("DEV_IDP_KEY_FILE: %w", err)
+	}
+	iss, err := devidp.New(cfg.Azure.AuthorityHost, cfg.Azure.TenantID, key)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Dev.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("DEV_IDP_ADDR: %w", err)
+	}
+	hs := &http.Server{Handler: iss.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	logger.Warn("development identity provider running: never use in production",
+		"issuer", iss.IssuerURL(cfg.Azure.TenantID), "tenant", cfg.Azure.TenantID, "audience", cfg.Azure.ClientID,
+		"get_a_token", "go run ./cmd/mcpguard token --dev --user alice --roles data_reader")
+	return func() { _ = hs.Close() }, nil
+}

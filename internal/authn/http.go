@@ -1,0 +1,105 @@
+package authn
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+type identityKey struct{}
+
+// FromContext returns the identity the Middleware put in ctx, or nil.
+func FromContext(ctx context.Context) *Identity {
+	id, _ := ctx.Value(identityKey{}).(*Identity)
+	return id
+}
+
+// WithIdentity returns ctx carrying id.
+func WithIdentity(ctx context.Context, id *Identity) context.Context {
+	return context.WithValue(ctx, identityKey{}, id)
+}
+
+// Challenge describes the resource server to clients that fail authentication.
+type Challenge struct {
+	// ResourceMetadataURL is the RFC 9728 metadata document's URL.
+	ResourceMetadataURL string
+	// Scopes are advertised in scope= (full Entra names, e.g. api://…/read).
+	Scopes []string
+}
+
+// Middleware verifies the bearer token of every request. Failures answer 401
+// (missing or invalid token), 403 (insufficient_scope) or 503 (keys
+// unavailable) with an RFC 6750 WWW-Authenticate challenge naming the
+// resource metadata; success puts the Identity in the request context.
+func (v *Verifier) Middleware(ch Challenge) func(http.Handler) http.Handler {
+	scope := strings.Join(ch.Scopes, " ")
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			raw, ok := bearer(r.Header.Get("Authorization"))
+			if !ok {
+				writeChallenge(w, ch, scope, &Error{Status: http.StatusUnauthorized, Description: "bearer token required"})
+				return
+			}
+			id, err := v.Verify(r.Context(), raw)
+			if err != nil {
+				var ae *Error
+				if !errors.As(err, &ae) {
+					ae = &Error{Status: http.StatusUnauthorized, Code: "invalid_token", Description: "token rejected"}
+				}
+				writeChallenge(w, ch, scope, ae)
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(WithIdentity(r.Context(), id)))
+		})
+	}
+}
+
+func bearer(h string) (string, bool) {
+	const p = "Bearer "
+	if len(h) <= len(p) || !strings.EqualFold(h[:len(p)], p) {
+		return "", false
+	}
+	tok := strings.TrimSpace(h[len(p):])
+	return tok, tok != "" && !strings.ContainsAny(tok, " \t")
+}
+
+func writeChallenge(w http.ResponseWriter, ch Challenge, scope string, e *Error) {
+	var b strings.Builder
+	b.WriteString("Bearer")
+	sep := " "
+	param := func(k, v string) {
+		b.WriteString(sep)
+		b.WriteString(k)
+		b.WriteString("=")
+		b.WriteString(strconv.Quote(v))
+		sep = ", "
+	}
+	if ch.ResourceMetadataURL != "" {
+		param("resource_metadata", ch.ResourceMetadataURL)
+	}
+	if e.Code != "" && e.Status != http.StatusServiceUnavailable {
+		param("error", e.Code)
+		param("error_description", e.Description)
+	}
+	if scope != "" {
+		param("scope", scope)
+	}
+	if e.Status != http.StatusServiceUnavailable {
+		w.Header().Set("WWW-Authenticate", b.String())
+	} else {
+		w.Header().Set("Retry-After", "5")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(e.Status)
+	code := e.Code
+	if code == "" {
+		code = "invalid_request"
+		if e.Status == http.StatusUnauthorized {
+			code = "unauthorized"
+		}
+	}
+	_, _ = w.Write([]byte(`{"error":` + strconv.Quote(code) + `,"error_description":` + strconv.Quote(e.Description) + "}\n"))
+}

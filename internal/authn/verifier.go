@@ -1,0 +1,388 @@
+package authn
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/lestrrat-go/jwx/v2/jwa"
+	"github.com/lestrrat-go/jwx/v2/jwk"
+	"github.com/lestrrat-go/jwx/v2/jws"
+	"github.com/lestrrat-go/jwx/v2/jwt"
+)
+
+// MaxTokenBytes bounds the size of a bearer token; Entra tokens are a few KiB.
+const MaxTokenBytes = 16 << 10
+
+// PublicCloudAuthority is Entra ID's global authority; its v1 tokens are
+// issued by sts.windows.net.
+const PublicCloudAuthority = "https://login.microsoftonline.com"
+
+// Config says which tokens this resource server accepts.
+type Config struct {
+	// AuthorityHost is https://login.microsoftonline.com or a sovereign cloud
+	// (or a loopback test issuer).
+	AuthorityHost string
+	// TenantID is the home tenant id, or organizations/common for multi-tenant.
+	TenantID string
+	// AllowedTenants are the tenant ids accepted besides TenantID.
+	AllowedTenants []string
+	// Audiences are the accepted aud values: the client id and the App ID URI.
+	Audiences []string
+	// RequiredScopes must all be in a delegated token's scp.
+	RequiredScopes []string
+	// AcceptV1 accepts v1 tokens (iss https://sts.windows.net/{tid}/).
+	AcceptV1 bool
+	// ClockSkew tolerated on exp and nbf.
+	ClockSkew time.Duration
+	// RefreshMinInterval rate-limits key set refreshes on an unknown kid.
+	RefreshMinInterval time.Duration
+	// KeysMaxAge is how long a key set is used before it is fetched again.
+	KeysMaxAge time.Duration
+	// CacheSize bounds the verified-token cache (entries).
+	CacheSize int
+	// HTTPClient fetches discovery and keys.
+	HTTPClient *http.Client
+}
+
+// Verifier verifies Entra access tokens. It is safe for concurrent use.
+type Verifier struct {
+	cfg     Config
+	tenants map[string]bool
+	now     func() time.Time
+
+	keysMu      sync.Mutex // serialises fetches
+	keys        jwk.Set    // guarded by keysMu for writes; read via keySet()
+	keysRW      sync.RWMutex
+	fetchedAt   time.Time
+	lastAttempt time.Time
+	jwksURI     string
+
+	cache *tokenCache
+}
+
+// NewVerifier returns a Verifier. Keys are fetched on first use.
+func NewVerifier(cfg Config) (*Verifier, error) {
+	if cfg.AuthorityHost == "" || cfg.TenantID == "" || len(cfg.Audiences) == 0 {
+		return nil, errors.New("authn: authority host, tenant id and audiences are required")
+	}
+	cfg.AuthorityHost = strings.TrimRight(cfg.AuthorityHost, "/")
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if cfg.RefreshMinInterval == 0 {
+		cfg.RefreshMinInterval = 30 * time.Second
+	}
+	if cfg.KeysMaxAge == 0 {
+		cfg.KeysMaxAge = 24 * time.Hour
+	}
+	if cfg.CacheSize == 0 {
+		cfg.CacheSize = 10000
+	}
+	v := &Verifier{cfg: cfg, tenants: map[string]bool{}, now: time.Now, cache: newTokenCache(cfg.CacheSize)}
+	switch t := strings.ToLower(cfg.TenantID); t {
+	case "common", "organizations", "consumers":
+	default:
+		v.tenants[t] = true
+	}
+	for _, t := range cfg.AllowedTenants {
+		v.tenants[strings.ToLower(t)] = true
+	}
+	return v, nil
+}
+
+// Verify checks a bearer token and returns the caller's identity. A token
+// seen before and not yet expired is answered from the cache.
+func (v *Verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
+	if len(raw) > MaxTokenBytes {
+		return nil, invalid("token is larger than %d bytes", MaxTokenBytes)
+	}
+	key := sha256.Sum256([]byte(raw))
+	now := v.now()
+	if id := v.cache.get(key, now); id != nil {
+		return id, nil
+	}
+	id, err := v.verify(ctx, raw, now)
+	if err != nil {
+		return nil, err
+	}
+	id.Key = key
+	v.cache.put(key, id)
+	return id, nil
+}
+
+func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Identity, error) {
+	msg, err := jws.ParseString(raw)
+	if err != nil {
+		return nil, invalid("malformed token")
+	}
+	sigs := msg.Signatures()
+	if len(sigs) != 1 {
+		return nil, invalid("token must carry exactly one signature")
+	}
+	hdr := sigs[0].ProtectedHeaders()
+	if hdr.Algorithm() != jwa.RS256 {
+		return nil, invalid("signing algorithm %q is not accepted", hdr.Algorithm())
+	}
+	kid := hdr.KeyID()
+	if kid == "" {
+		return nil, invalid("token has no key id")
+	}
+	key, err := v.key(ctx, kid, now)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := jwt.ParseString(raw,
+		jwt.WithKey(jwa.RS256, key),
+		jwt.WithValidate(true),
+		jwt.WithClock(jwt.ClockFunc(func() time.Time { return now })),
+		jwt.WithAcceptableSkew(v.cfg.ClockSkew),
+		jwt.WithRequiredClaim(jwt.ExpirationKey),
+	)
+	if err != nil {
+		return nil, invalid("%s", describeJWTError(err))
+	}
+	claims, err := tok.AsMap(ctx)
+	if err != nil {
+		return nil, invalid("token claims unreadable")
+	}
+	return v.identity(tok, claims)
+}
+
+func describeJWTError(err error) string {
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired()):
+		return "token is expired"
+	case errors.Is(err, jwt.ErrTokenNotYetValid()):
+		return "token is not valid yet"
+	case errors.Is(err, jwt.ErrRequiredClaim()):
+		return "token lacks a required claim"
+	case errors.Is(err, jwt.ErrInvalidIssuedAt()):
+		return "token issued in the future"
+	}
+	var vErr jwt.ValidationError
+	if errors.As(err, &vErr) {
+		return "token claims invalid"
+	}
+	return "token signature is invalid"
+}
+
+// identity checks issuer, tenant, audience and scopes, then lays out the claims.
+func (v *Verifier) identity(tok jwt.Token, claims map[string]any) (*Identity, error) {
+	str := func(name string) string { s, _ := claims[name].(string); return s }
+	tid := strings.ToLower(str("tid"))
+	if tid == "" || !v.tenants[tid] {
+		return nil, invalid("tenant %q is not allowed", tid)
+	}
+	iss := tok.Issuer()
+	switch ver := str("ver"); {
+	case ver == "2.0" && iss == v.cfg.AuthorityHost+"/"+tid+"/v2.0":
+	case ver == "1.0" && v.cfg.AcceptV1 && iss == v.v1Issuer(tid):
+	case ver == "1.0" && !v.cfg.AcceptV1:
+		return nil, invalid("v1 tokens are not accepted (set AZURE_ACCEPT_V1_TOKENS or requestedAccessTokenVersion 2)")
+	default:
+		return nil, invalid("issuer %q is not accepted", iss)
+	}
+	audOK := false
+	for _, a := range tok.Audience() {
+		if slices.Contains(v.cfg.Audiences, a) {
+			audOK = true
+			break
+		}
+	}
+	if !audOK {
+		return nil, invalid("token audience is not this API")
+	}
+
+	id := &Identity{
+		Issuer:            iss,
+		TenantID:          tid,
+		ObjectID:          str("oid"),
+		Subject:           tok.Subject(),
+		AppID:             str("azp"),
+		Name:              str("name"),
+		Email:             str("email"),
+		PreferredUsername: str("preferred_username"),
+		AppRoles:          strings1(claims["roles"]),
+		Groups:            strings1(claims["groups"]),
+		Claims:            claims,
+		Expiry:            tok.Expiration(),
+	}
+	if id.AppID == "" {
+		id.AppID = str("appid")
+	}
+	if id.PreferredUsername == "" {
+		id.PreferredUsername = str("upn")
+	}
+	if id.ObjectID == "" {
+		return nil, invalid("token has no oid")
+	}
+	scp, hasScp := claims["scp"].(string)
+	idtyp := str("idtyp")
+	switch {
+	case hasScp && idtyp != "app":
+		id.Kind = KindUser
+		id.Scopes = strings.Fields(scp)
+		var missing []string
+		for _, s := range v.cfg.RequiredScopes {
+			if !slices.Contains(id.Scopes, s) {
+				missing = append(missing, s)
+			}
+		}
+		if len(missing) > 0 {
+			return nil, &Error{Status: http.StatusForbidden, Code: "insufficient_scope",
+				Description: "token lacks scope " + strings.Join(missing, " "), Scopes: v.cfg.RequiredScopes}
+		}
+	case !hasScp && idtyp != "user":
+		// Client credentials or a managed identity: permissions are app roles.
+		id.Kind = KindApp
+	default:
+		return nil, invalid("delegated token without scopes")
+	}
+	return id, nil
+}
+
+func (v *Verifier) v1Issuer(tid string) string {
+	if v.cfg.AuthorityHost == PublicCloudAuthority {
+		return "https://sts.windows.net/" + tid + "/"
+	}
+	return v.cfg.AuthorityHost + "/" + tid + "/"
+}
+
+func strings1(v any) []string {
+	switch x := v.(type) {
+	case []any:
+		out := make([]string, 0, len(x))
+		for _, e := range x {
+			if s, ok := e.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	case []string:
+		return x
+	case string:
+		return []string{x}
+	}
+	return nil
+}
+
+// key finds the verification key for kid, refreshing the key set when the kid
+// is unknown (at most once per RefreshMinInterval) or the set is stale.
+func (v *Verifier) key(ctx context.Context, kid string, now time.Time) (jwk.Key, error) {
+	set, fetched := v.keySet()
+	if set != nil {
+		if k, ok := set.LookupKeyID(kid); ok && now.Sub(fetched) < v.cfg.KeysMaxAge {
+			return k, nil
+		}
+	}
+	set, err := v.refresh(ctx, now, set == nil)
+	if set == nil {
+		return nil, &Error{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable",
+			Description: "identity provider keys are unavailable", err: err}
+	}
+	if k, ok := set.LookupKeyID(kid); ok {
+		return k, nil
+	}
+	return nil, invalid("token signed by an unknown key")
+}
+
+func (v *Verifier) keySet() (jwk.Set, time.Time) {
+	v.keysRW.RLock()
+	defer v.keysRW.RUnlock()
+	return v.keys, v.fetchedAt
+}
+
+// refresh fetches the key set unless another fetch happened too recently. It
+// returns the current set (possibly the old one) and the fetch error, if any.
+func (v *Verifier) refresh(ctx context.Context, now time.Time, force bool) (jwk.Set, error) {
+	v.keysMu.Lock()
+	defer v.keysMu.Unlock()
+	set, _ := v.keySet()
+	if !force && now.Sub(v.lastAttempt) < v.cfg.RefreshMinInterval {
+		return set, nil
+	}
+	if force && set == nil && now.Sub(v.lastAttempt) < time.Second {
+		return nil, errors.New("key fetch failed moments ago")
+	}
+	v.lastAttempt = now
+	fresh, err := v.fetch(ctx)
+	if err != nil {
+		return set, err
+	}
+	v.keysRW.Lock()
+	v.keys, v.fetchedAt = fresh, now
+	v.keysRW.Unlock()
+	return fresh, nil
+}
+
+func (v *Verifier) fetch(ctx context.Context) (jwk.Set, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if v.jwksURI == "" {
+		disco := v.cfg.AuthorityHost + "/" + v.cfg.TenantID + "/v2.0/.well-known/openid-configuration"
+		var doc struct {
+			JWKSURI string `json:"jwks_uri"`
+		}
+		if err := v.getJSON(ctx, disco, &doc); err != nil {
+			return nil, fmt.Errorf("discovery at %s: %w", disco, err)
+		}
+		if doc.JWKSURI == "" {
+			return nil, fmt.Errorf("discovery at %s: no jwks_uri", disco)
+		}
+		v.jwksURI = doc.JWKSURI
+	}
+	set, err := jwk.Fetch(ctx, v.jwksURI, jwk.WithHTTPClient(v.cfg.HTTPClient))
+	if err != nil {
+		return nil, fmt.Errorf("keys at %s: %w", v.jwksURI, err)
+	}
+	return set, nil
+}
+
+func (v *Verifier) getJSON(ctx context.Context, url string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	res, err := v.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %s", res.Status)
+	}
+	return json.NewDecoder(io.LimitReader(res.Body, 1<<20)).Decode(out)
+}
+
+// Error is an authentication failure with the HTTP status and OAuth error
+// code (RFC 6750) the resource server answers with.
+type Error struct {
+	Status      int
+	Code        string
+	Description string
+	// Scopes are the scopes needed, for insufficient_scope.
+	Scopes []string
+	err    error
+}
+
+func (e *Error) Error() string {
+	if e.err != nil {
+		return e.Description + ": " + e.err.Error()
+	}
+	return e.Description
+}
+
+func (e *Error) Unwrap() error { return e.err }
+
+func invalid(format string, args ...any) error {
+	return &Error{Status: http.StatusUnauthorized, Code: "invalid_token", Description: fmt.Sprintf(format, args...)}
+}

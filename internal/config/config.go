@@ -1,0 +1,470 @@
+// Package config reads mcpguard's configuration once, from flags, the
+// environment and a .env file (in that order of precedence), validates all of
+// it at once and hands typed structs to the rest of the program.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Transports the server can speak.
+const (
+	TransportHTTP  = "http"
+	TransportSSE   = "sse"
+	TransportStdio = "stdio"
+)
+
+// Role sources: where the caller's roles come from.
+const (
+	RoleSourceKeycloak = "keycloak"
+	RoleSourceStatic   = "static"
+	RoleSourceToken    = "token"
+)
+
+// DefaultAuthorityHost is Entra ID's public-cloud authority.
+const DefaultAuthorityHost = "https://login.microsoftonline.com"
+
+// DevTenantID and DevClientID identify the embedded development identity
+// provider's tenant and API application. They are fixed so that tokens minted
+// by `mcpguard token --dev` in another process match the running server.
+const (
+	DevTenantID = "00000000-0000-4000-8000-00000000d3e0"
+	DevClientID = "00000000-0000-4000-8000-0000000c11e7"
+)
+
+// Config is the whole, validated configuration.
+type Config struct {
+	ServerName  string
+	Environment string
+	Debug       bool
+	Host        string
+	Port        int
+	Transport   string
+	Stateless   bool
+	LogLevel    string
+	LogFormat   string
+
+	// MaxRequestBytes bounds an HTTP request body.
+	MaxRequestBytes int64
+	// AllowedOrigins are browser origins allowed besides same-origin requests.
+	AllowedOrigins []string
+
+	EnableAuth bool
+	Azure      Azure
+	Dev        Dev
+
+	PolicyDir     string
+	PolicyTimeout time.Duration
+
+	RoleSource string
+	RolesFile  string
+
+	EnableKeycloak bool
+	Keycloak       Keycloak
+
+	JWTSigningKey        string
+	StorageEncryptionKey string
+	Redis                Redis
+}
+
+// Azure is the Entra ID resource-server configuration.
+type Azure struct {
+	ClientID       string
+	ClientSecret   string
+	TenantID       string
+	AllowedTenants []string
+	AuthorityHost  string
+	AppIDURI       string
+	BaseURL        string
+	RequiredScopes []string
+	AcceptV1       bool
+	ClockSkew      time.Duration
+}
+
+// Dev configures the embedded Entra-shaped identity provider used by `make run`.
+type Dev struct {
+	Enabled bool
+	Addr    string
+	KeyFile string
+}
+
+// Keycloak configures the role source that exchanges Entra tokens at Keycloak.
+type Keycloak struct {
+	ServerURL    string
+	Realm        string
+	ClientID     string
+	ClientSecret string
+	IDPAlias     string
+	Grant        string
+	Audience     string
+}
+
+// Redis locates the shared store.
+type Redis struct {
+	URL      string
+	Host     string
+	Port     int
+	Password string
+}
+
+// Source is a lookup of configuration values by their variable name.
+type Source func(name string) (string, bool)
+
+// Load builds the configuration from command-line args (--port=8000 or
+// --port 8000 set PORT), the process environment and the .env file in the
+// working directory (or ENV_FILE). Args that are not flags are returned.
+func Load(args []string) (*Config, []string, error) {
+	flags, rest, err := parseFlags(args)
+	if err != nil {
+		return nil, nil, err
+	}
+	envFile := ".env"
+	if v, ok := flags["ENV_FILE"]; ok {
+		envFile = v
+	} else if v, ok := os.LookupEnv("ENV_FILE"); ok {
+		envFile = v
+	}
+	dotenv, err := ReadDotEnv(envFile)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, nil, err
+	}
+	src := func(name string) (string, bool) {
+		if v, ok := flags[name]; ok {
+			return v, true
+		}
+		if v, ok := os.LookupEnv(name); ok {
+			return v, true
+		}
+		v, ok := dotenv[name]
+		return v, ok
+	}
+	cfg, err := FromSource(src)
+	return cfg, rest, err
+}
+
+// parseFlags turns --some-name=value into SOME_NAME=value.
+func parseFlags(args []string) (map[string]string, []string, error) {
+	flags := map[string]string{}
+	var rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "--") || a == "--" {
+			rest = append(rest, a)
+			continue
+		}
+		name, value, hasValue := strings.Cut(a[2:], "=")
+		if !hasValue {
+			if i+1 >= len(args) || strings.HasPrefix(args[i+1], "--") {
+				value = "true" // a bare boolean flag
+			} else {
+				i++
+				value = args[i]
+			}
+		}
+		flags[strings.ToUpper(strings.ReplaceAll(name, "-", "_"))] = value
+	}
+	return flags, rest, nil
+}
+
+// ReadDotEnv reads KEY=VALUE lines; # starts a comment; values may be quoted.
+func ReadDotEnv(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for n, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		line = strings.TrimPrefix(line, "export ")
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return nil, fmt.Errorf("%s:%d: expected KEY=VALUE", path, n+1)
+		}
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+			v = v[1 : len(v)-1]
+		} else if i := strings.Index(v, " #"); i >= 0 {
+			v = strings.TrimSpace(v[:i])
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// reader collects every problem so that they are reported together.
+type reader struct {
+	src  Source
+	errs []error
+}
+
+func (r *reader) fail(name, format string, args ...any) {
+	r.errs = append(r.errs, fmt.Errorf("%s: %s", name, fmt.Sprintf(format, args...)))
+}
+
+func (r *reader) str(name, def string) string {
+	if v, ok := r.src(name); ok {
+		return strings.TrimSpace(v)
+	}
+	return def
+}
+
+func (r *reader) boolean(name string, def bool) bool {
+	v, ok := r.src(name)
+	if !ok || strings.TrimSpace(v) == "" {
+		return def
+	}
+	b, err := strconv.ParseBool(strings.TrimSpace(v))
+	if err != nil {
+		r.fail(name, "%q is not a boolean (true or false)", v)
+		return def
+	}
+	return b
+}
+
+func (r *reader) integer(name string, def, min, max int64) int64 {
+	v, ok := r.src(name)
+	if !ok || strings.TrimSpace(v) == "" {
+		return def
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n < min || n > max {
+		r.fail(name, "%q is not a whole number from %d to %d", v, min, max)
+		return def
+	}
+	return n
+}
+
+func (r *reader) duration(name string, def time.Duration) time.Duration {
+	v, ok := r.src(name)
+	if !ok || strings.TrimSpace(v) == "" {
+		return def
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	if err != nil || d < 0 {
+		r.fail(name, "%q is not a duration such as 250ms or 30s", v)
+		return def
+	}
+	return d
+}
+
+func (r *reader) oneOf(name, def string, allowed ...string) string {
+	v := strings.ToLower(r.str(name, def))
+	if !slices.Contains(allowed, v) {
+		r.fail(name, "%q is not one of %s", v, strings.Join(allowed, ", "))
+		return def
+	}
+	return v
+}
+
+func (r *reader) list(name, def string) []string {
+	var out []string
+	for _, s := range strings.FieldsFunc(r.str(name, def), func(c rune) bool { return c == ',' || c == ' ' }) {
+		out = append(out, s)
+	}
+	return out
+}
+
+// FromSource builds and validates a Config from a lookup function.
+func FromSource(src Source) (*Config, error) {
+	r := &reader{src: src}
+	c := &Config{
+		ServerName:      r.str("SERVER_NAME", "mcpguard"),
+		Environment:     r.oneOf("ENVIRONMENT", "development", "development", "staging", "production"),
+		Debug:           r.boolean("DEBUG", false),
+		Host:            r.str("HOST", "0.0.0.0"),
+		Port:            int(r.integer("PORT", 8000, 0, 65535)),
+		Transport:       r.oneOf("TRANSPORT", TransportHTTP, TransportHTTP, TransportSSE, TransportStdio),
+		Stateless:       r.boolean("STATELESS", false),
+		LogLevel:        r.oneOf("LOG_LEVEL", "info", "debug", "info", "warn", "warning", "error"),
+		LogFormat:       r.oneOf("LOG_FORMAT", "json", "json", "text"),
+		MaxRequestBytes: r.integer("MAX_REQUEST_BYTES", 1<<20, 1024, 1<<30),
+		AllowedOrigins:  r.list("ALLOWED_ORIGINS", ""),
+		EnableAuth:      r.boolean("ENABLE_AUTH", true),
+		PolicyDir:       r.str("POLICY_DIR", "policies"),
+		PolicyTimeout:   r.duration("POLICY_TIMEOUT", 100*time.Millisecond),
+		RolesFile:       r.str("ROLES_FILE", ""),
+
+		JWTSigningKey:        r.str("JWT_SIGNING_KEY", ""),
+		StorageEncryptionKey: r.str("STORAGE_ENCRYPTION_KEY", ""),
+		EnableKeycloak:       r.boolean("ENABLE_KEYCLOAK", false),
+	}
+	if c.Debug && c.LogLevel == "info" {
+		c.LogLevel = "debug"
+	}
+	c.Dev = Dev{
+		Enabled: r.boolean("DEV_IDP", false),
+		Addr:    r.str("DEV_IDP_ADDR", "127.0.0.1:8001"),
+		KeyFile: r.str("DEV_IDP_KEY_FILE", ".mcpguard/dev-idp-key.pem"),
+	}
+	defTenant, defClient := "", ""
+	defAuthority := DefaultAuthorityHost
+	if c.Dev.Enabled {
+		defTenant, defClient = DevTenantID, DevClientID
+		defAuthority = "http://" + c.Dev.Addr
+	}
+	c.Azure = Azure{
+		ClientID:       r.str("AZURE_CLIENT_ID", defClient),
+		ClientSecret:   r.str("AZURE_CLIENT_SECRET", ""),
+		TenantID:       r.str("AZURE_TENANT_ID", defTenant),
+		AllowedTenants: r.list("AZURE_ALLOWED_TENANTS", ""),
+		AuthorityHost:  strings.TrimRight(r.str("AZURE_AUTHORITY_HOST", defAuthority), "/"),
+		AppIDURI:       r.str("AZURE_APP_ID_URI", ""),
+		BaseURL:        strings.TrimRight(r.str("AZURE_BASE_URL", ""), "/"),
+		RequiredScopes: r.list("AZURE_REQUIRED_SCOPES", "read,write"),
+		AcceptV1:       r.boolean("AZURE_ACCEPT_V1_TOKENS", false),
+		ClockSkew:      r.duration("AZURE_CLOCK_SKEW", 2*time.Minute),
+	}
+	if c.Azure.AppIDURI == "" && c.Azure.ClientID != "" {
+		c.Azure.AppIDURI = "api://" + c.Azure.ClientID
+	}
+	if c.Azure.BaseURL == "" {
+		host := c.Host
+		if host == "0.0.0.0" || host == "" || host == "::" {
+			host = "localhost"
+		}
+		c.Azure.BaseURL = "http://" + net.JoinHostPort(host, strconv.Itoa(c.Port))
+	}
+
+	defSource := RoleSourceToken
+	if c.EnableKeycloak {
+		defSource = RoleSourceKeycloak
+	} else if c.Dev.Enabled {
+		defSource = RoleSourceStatic
+	}
+	c.RoleSource = r.oneOf("ROLE_SOURCE", defSource, RoleSourceKeycloak, RoleSourceStatic, RoleSourceToken)
+
+	c.Keycloak = Keycloak{
+		ServerURL:    strings.TrimRight(r.str("KEYCLOAK_SERVER_URL", ""), "/"),
+		Realm:        r.str("KEYCLOAK_REALM", ""),
+		ClientID:     r.str("KEYCLOAK_CLIENT_ID", ""),
+		ClientSecret: r.str("KEYCLOAK_CLIENT_SECRET", ""),
+		IDPAlias:     r.str("KEYCLOAK_IDP_ALIAS", "entra"),
+		Grant:        r.oneOf("KEYCLOAK_GRANT", "token-exchange", "token-exchange", "jwt-bearer"),
+		Audience:     r.str("KEYCLOAK_AUDIENCE", ""),
+	}
+	c.Redis = Redis{
+		URL:      r.str("REDIS_URL", ""),
+		Host:     r.str("REDIS_HOST", ""),
+		Port:     int(r.integer("REDIS_PORT", 6379, 1, 65535)),
+		Password: r.str("REDIS_PASSWORD", ""),
+	}
+	c.validate(r)
+	if len(r.errs) > 0 {
+		return nil, &Error{Problems: r.errs}
+	}
+	return c, nil
+}
+
+func (c *Config) validate(r *reader) {
+	if c.EnableAuth {
+		if c.Azure.ClientID == "" {
+			r.fail("AZURE_CLIENT_ID", "required when ENABLE_AUTH=true (the API application's client id)")
+		}
+		if c.Azure.TenantID == "" {
+			r.fail("AZURE_TENANT_ID", "required when ENABLE_AUTH=true (a tenant id, or organizations/common with AZURE_ALLOWED_TENANTS)")
+		}
+		switch strings.ToLower(c.Azure.TenantID) {
+		case "common", "organizations", "consumers":
+			if len(c.Azure.AllowedTenants) == 0 {
+				r.fail("AZURE_ALLOWED_TENANTS", "required when AZURE_TENANT_ID=%s: list the tenant ids allowed to call", c.Azure.TenantID)
+			}
+		}
+		if err := checkAuthority(c.Azure.AuthorityHost); err != nil {
+			r.fail("AZURE_AUTHORITY_HOST", "%v", err)
+		}
+	}
+	if u, err := url.Parse(c.Azure.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		r.fail("AZURE_BASE_URL", "%q is not an http(s) URL", c.Azure.BaseURL)
+	} else if c.Environment == "production" && u.Scheme != "https" {
+		r.fail("AZURE_BASE_URL", "must be https in production")
+	}
+	if c.Dev.Enabled && c.Environment == "production" {
+		r.fail("DEV_IDP", "the development identity provider cannot run with ENVIRONMENT=production")
+	}
+	if c.Dev.Enabled {
+		if host, _, err := net.SplitHostPort(c.Dev.Addr); err != nil || !isLoopback(host) {
+			r.fail("DEV_IDP_ADDR", "%q must be a loopback host:port", c.Dev.Addr)
+		}
+	}
+	if c.PolicyDir == "" {
+		r.fail("POLICY_DIR", "must name the folder of Rego policies")
+	}
+	if c.PolicyTimeout <= 0 {
+		r.fail("POLICY_TIMEOUT", "must be positive")
+	}
+	if c.RoleSource == RoleSourceStatic && c.RolesFile == "" && !c.Dev.Enabled {
+		r.fail("ROLES_FILE", "required when ROLE_SOURCE=static")
+	}
+	if c.RoleSource == RoleSourceKeycloak {
+		for name, v := range map[string]string{
+			"KEYCLOAK_SERVER_URL": c.Keycloak.ServerURL, "KEYCLOAK_REALM": c.Keycloak.Realm,
+			"KEYCLOAK_CLIENT_ID": c.Keycloak.ClientID, "KEYCLOAK_CLIENT_SECRET": c.Keycloak.ClientSecret,
+		} {
+			if v == "" {
+				r.fail(name, "required when ROLE_SOURCE=keycloak")
+			}
+		}
+	}
+	if (c.Redis.URL != "" || c.Redis.Host != "") && c.StorageEncryptionKey == "" {
+		r.fail("STORAGE_ENCRYPTION_KEY", "required when Redis is configured: nothing is stored in Redis unencrypted")
+	}
+	if c.Environment == "production" && c.Transport != TransportStdio && !c.EnableAuth {
+		r.fail("ENABLE_AUTH", "cannot be false in production over %s", c.Transport)
+	}
+}
+
+// checkAuthority allows https anywhere and plain http only on loopback hosts.
+func checkAuthority(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%q is not a URL", s)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if isLoopback(u.Hostname()) {
+			return nil
+		}
+		return fmt.Errorf("%q: plain http is allowed only for loopback hosts", s)
+	}
+	return fmt.Errorf("%q: scheme must be https", s)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Error lists every configuration problem, one line each.
+type Error struct{ Problems []error }
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("invalid configuration:")
+	for _, p := range e.Problems {
+		b.WriteString("\n  ")
+		b.WriteString(p.Error())
+	}
+	return b.String()
+}
+
+// Addr is the listen address of the HTTP transports.
+func (c *Config) Addr() string { return net.JoinHostPort(c.Host, strconv.Itoa(c.Port)) }
+
+// ResourceURL is the MCP endpoint's public URL, the protected resource's identifier.
+func (c *Config) ResourceURL() string { return c.Azure.BaseURL + "/mcp" }

@@ -1,0 +1,293 @@
+// Package policy decides MCP requests with an embedded OPA engine. It loads
+// the Rego policies and data of one folder, prepares their queries once and
+// answers three questions on a given input document: may this request pass
+// (data.mcp.authz.allow), why not (data.mcp.authz.decision), and which list
+// items may this caller see (data.mcp.authz.visible). It knows no transport
+// and fetches nothing. Undefined results, errors and timeouts deny.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/loader"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/util"
+)
+
+// The rules the engine evaluates.
+const (
+	AllowQuery    = "data.mcp.authz.allow"
+	DecisionQuery = "data.mcp.authz.decision"
+	VisibleQuery  = "data.mcp.authz.visible"
+)
+
+// Decision is the answer to one request.
+type Decision struct {
+	Allow       bool     `json:"allow"`
+	Reasons     []string `json:"reasons"`
+	Obligations []any    `json:"obligations,omitempty"`
+	// ID identifies this decision in logs and in the error a caller sees.
+	ID string `json:"decision_id"`
+}
+
+// Engine evaluates the policies of one folder. It is safe for concurrent use;
+// Reload swaps the compiled policies atomically.
+type Engine struct {
+	dir     string
+	timeout time.Duration
+	logger  *slog.Logger
+	current atomic.Pointer[compiled]
+	ids     idSource
+}
+
+type compiled struct {
+	compiler *ast.Compiler
+	store    storage.Store
+	allow    rego.PreparedEvalQuery
+	decision rego.PreparedEvalQuery
+	visible  rego.PreparedEvalQuery
+	files    int
+}
+
+// Option configures an Engine.
+type Option func(*Engine)
+
+// WithTimeout bounds one evaluation; past it the request is denied.
+func WithTimeout(d time.Duration) Option { return func(e *Engine) { e.timeout = d } }
+
+// WithLogger sets where decisions that deny or fail are logged.
+func WithLogger(l *slog.Logger) Option { return func(e *Engine) { e.logger = l } }
+
+// New loads and compiles the policies in dir. A policy that does not parse or
+// compile is an error naming the file and line.
+func New(ctx context.Context, dir string, opts ...Option) (*Engine, error) {
+	e := &Engine{dir: dir, timeout: 100 * time.Millisecond, logger: slog.New(slog.DiscardHandler)}
+	e.ids.prefix = newIDPrefix()
+	for _, o := range opts {
+		o(e)
+	}
+	if err := e.Reload(ctx); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Dir is the policy folder.
+func (e *Engine) Dir() string { return e.dir }
+
+// Reload compiles the folder again and, only if that succeeds, replaces the
+// active policies. A broken policy leaves the previous one in force.
+func (e *Engine) Reload(ctx context.Context) error {
+	c, err := compile(ctx, e.dir)
+	if err != nil {
+		return err
+	}
+	e.current.Store(c)
+	return nil
+}
+
+// skipTests keeps *_test.rego out of the served policy.
+func skipTests(_ string, info fs.FileInfo, _ int) bool {
+	return !info.IsDir() && strings.HasSuffix(info.Name(), "_test.rego")
+}
+
+func compile(ctx context.Context, dir string) (*compiled, error) {
+	res, err := loader.NewFileLoader().WithRegoVersion(ast.RegoV1).Filtered([]string{dir}, skipTests)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", dir, err)
+	}
+	modules := res.ParsedModules()
+	if len(modules) == 0 {
+		return nil, fmt.Errorf("policy %s: no .rego files", dir)
+	}
+	compiler := ast.NewCompiler().WithStrict(true)
+	compiler.Compile(modules)
+	if compiler.Failed() {
+		return nil, fmt.Errorf("policy %s does not compile: %w", dir, compiler.Errors)
+	}
+	// AST values on read: data lookups during evaluation need no conversion.
+	store := inmem.NewFromObjectWithOpts(res.Documents, inmem.OptReturnASTValuesOnRead(true))
+	c := &compiled{compiler: compiler, store: store, files: len(modules)}
+	for _, q := range []struct {
+		query string
+		into  *rego.PreparedEvalQuery
+	}{{AllowQuery, &c.allow}, {DecisionQuery, &c.decision}, {VisibleQuery, &c.visible}} {
+		pq, err := rego.New(
+			rego.Query(q.query),
+			rego.Compiler(compiler),
+			rego.Store(store),
+			rego.StoreReadAST(true),
+		).PrepareForEval(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("policy %s: preparing %s: %w", dir, q.query, err)
+		}
+		*q.into = pq
+	}
+	if compiler.RuleTree.Find(ast.MustParseRef(AllowQuery)) == nil {
+		return nil, fmt.Errorf("policy %s: no rule %s: every request would be denied", dir, AllowQuery)
+	}
+	return c, nil
+}
+
+// ErrUndefined means the policy gave no answer; it is a deny.
+var ErrUndefined = errors.New("policy decision is undefined")
+
+// Decide evaluates allow for the input and, on a deny, the decision with its
+// reasons. Any error is returned together with a denying Decision.
+func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
+	return e.decide(ctx, in.value(), in.MCP.Method)
+}
+
+// DecideDocument decides a whole input document given as JSON, as the
+// command line and tests have it.
+func (e *Engine) DecideDocument(ctx context.Context, doc []byte) (Decision, error) {
+	var x any
+	if err := util.UnmarshalJSON(doc, &x); err != nil {
+		return Decision{}, fmt.Errorf("input document: %w", err)
+	}
+	v, err := ast.InterfaceToValue(x)
+	if err != nil {
+		return Decision{}, fmt.Errorf("input document: %w", err)
+	}
+	method := ""
+	if m, ok := x.(map[string]any)["mcp"].(map[string]any); ok {
+		method, _ = m["method"].(string)
+	}
+	return e.decide(ctx, v, method)
+}
+
+func (e *Engine) decide(ctx context.Context, value ast.Value, method string) (Decision, error) {
+	c := e.current.Load()
+	allowed, err := evalBool(ctx, &c.allow, value, e.timeout)
+	if err != nil {
+		d := Decision{ID: e.ids.next(), Reasons: []string{"policy evaluation failed"}}
+		e.logger.Error("policy evaluation failed", "decision_id", d.ID, "method", method, "error", err)
+		return d, err
+	}
+	if allowed {
+		return Decision{Allow: true, ID: e.ids.next()}, nil
+	}
+	d := Decision{ID: e.ids.next()}
+	if err := e.explain(ctx, c, value, &d); err != nil {
+		d.Allow, d.Reasons = false, []string{"policy evaluation failed"}
+		e.logger.Error("policy decision failed", "decision_id", d.ID, "method", method, "error", err)
+		return d, err
+	}
+	return d, nil
+}
+
+// explain evaluates the full decision object for a request allow denied.
+func (e *Engine) explain(ctx context.Context, c *compiled, value ast.Value, d *Decision) error {
+	rs, err := eval(ctx, &c.decision, value, e.timeout)
+	if err != nil {
+		return err
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		d.Reasons = []string{"denied by default: the policy gave no decision"}
+		return nil
+	}
+	obj, ok := rs[0].Expressions[0].Value.(map[string]any)
+	if !ok {
+		return fmt.Errorf("%s is %T, not an object", DecisionQuery, rs[0].Expressions[0].Value)
+	}
+	if allow, _ := obj["allow"].(bool); allow {
+		// allow and decision must agree; when they do not, deny.
+		return fmt.Errorf("%s allows what %s denies", DecisionQuery, AllowQuery)
+	}
+	switch rr := obj["reasons"].(type) {
+	case []any:
+		for _, r := range rr {
+			if s, ok := r.(string); ok {
+				d.Reasons = append(d.Reasons, s)
+			}
+		}
+	}
+	if ob, ok := obj["obligations"].([]any); ok {
+		d.Obligations = ob
+	}
+	if len(d.Reasons) == 0 {
+		d.Reasons = []string{"denied by policy"}
+	}
+	return nil
+}
+
+// Visible returns the names (or URIs) of the input's candidates the caller may
+// see, in one evaluation. An error or an undefined result sees nothing.
+func (e *Engine) Visible(ctx context.Context, in *Input) (map[string]struct{}, error) {
+	c := e.current.Load()
+	var set ast.Set
+	_, err := evalWith(ctx, &c.visible, in.value(), e.timeout, rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) {
+		// Keep the AST: converting a large set to Go values costs more than reading it.
+		if s, ok := t.Value.(ast.Set); ok {
+			set = s
+		}
+		return nil, nil
+	}))
+	if err != nil {
+		e.logger.Error("policy visibility failed", "method", in.MCP.Method, "error", err)
+		return nil, err
+	}
+	out := make(map[string]struct{})
+	if set == nil {
+		return out, nil
+	}
+	set.Foreach(func(t *ast.Term) {
+		if s, ok := t.Value.(ast.String); ok {
+			out[string(s)] = struct{}{}
+		}
+	})
+	return out, nil
+}
+
+func evalBool(ctx context.Context, q *rego.PreparedEvalQuery, input ast.Value, timeout time.Duration) (bool, error) {
+	var result ast.Value
+	_, err := evalWith(ctx, q, input, timeout, rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) {
+		result = t.Value
+		return nil, nil
+	}))
+	if err != nil {
+		return false, err
+	}
+	if result == nil {
+		return false, nil // undefined: deny
+	}
+	b, ok := result.(ast.Boolean)
+	if !ok {
+		return false, fmt.Errorf("%s is %s, not a boolean", AllowQuery, ast.ValueName(result))
+	}
+	return bool(b), nil
+}
+
+func eval(ctx context.Context, q *rego.PreparedEvalQuery, input ast.Value, timeout time.Duration) (rego.ResultSet, error) {
+	return evalWith(ctx, q, input, timeout)
+}
+
+// evalWith runs a prepared query under a deadline. Cancellation goes through
+// an external cancel fired by a timer, which costs less than the goroutine
+// OPA starts per evaluation otherwise.
+func evalWith(ctx context.Context, q *rego.PreparedEvalQuery, input ast.Value, timeout time.Duration, opts ...rego.EvalOption) (rego.ResultSet, error) {
+	cancel := topdown.NewCancel()
+	timer := time.AfterFunc(timeout, cancel.Cancel)
+	defer timer.Stop()
+	opts = append(opts, rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel))
+	rs, err := q.Eval(ctx, opts...)
+	if err != nil {
+		var te *topdown.Error
+		if errors.As(err, &te) && te.Code == topdown.CancelErr {
+			return nil, fmt.Errorf("policy evaluation exceeded %s: %w", timeout, err)
+		}
+		return nil, err
+	}
+	return rs, nil
+}

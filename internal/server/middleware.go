@@ -1,0 +1,225 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpguard/mcpguard/internal/exchange"
+	"github.com/mcpguard/mcpguard/internal/policy"
+	"github.com/mcpguard/mcpguard/tools"
+)
+
+// JSON-RPC error codes for refused requests, in the implementation-defined
+// range and clear of the codes the SDK and MCP use (-32001…-32005, -32020…, -32042).
+const (
+	// CodeAccessDenied: the policy denied the request.
+	CodeAccessDenied = -32030
+	// CodeAuthorizationUnavailable: roles or the policy could not be had; the request is refused.
+	CodeAuthorizationUnavailable = -32031
+)
+
+// DenialData is the data of a refused request's JSON-RPC error.
+type DenialData struct {
+	DecisionID string   `json:"decision_id"`
+	Reasons    []string `json:"reasons"`
+}
+
+// requestFacts travel from the HTTP layer to the MCP middleware inside the
+// request's TokenInfo.Extra, the one per-request channel the SDK offers.
+type requestFacts struct {
+	p          *principal
+	remoteAddr string
+	host       string
+}
+
+const extraKey = "mcpguard"
+
+// authorizer is the receiving middleware: one decision for every method.
+// The caller is the request's (from its TokenInfo), or fixed when not nil
+// (a legacy SSE session, bound to the user who opened it).
+func (s *Server) authorizer(fixed *principal) mcp.Middleware {
+	return func(next mcp.MethodHandler) mcp.MethodHandler {
+		return s.authorize(next, fixed)
+	}
+}
+
+func (s *Server) authorize(next mcp.MethodHandler, fixed *principal) mcp.MethodHandler {
+	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
+		p, facts := s.principalOf(req)
+		if fixed != nil {
+			p = fixed
+		}
+		in := policy.Input{
+			Identity:      p.identityDoc,
+			Authorization: p.authzDoc,
+			Request: policy.Request{
+				TimeNS:     time.Now().UnixNano(),
+				Transport:  s.transport,
+				RemoteAddr: facts.remoteAddr,
+				Host:       facts.host,
+			},
+		}
+		in.MCP.Method = method
+		describeSession(&in.MCP, req)
+		if p.authzErr != nil {
+			return nil, s.unavailable(method, p)
+		}
+		if isList(method) {
+			return s.list(ctx, method, req, &in, p, next)
+		}
+		switch params := req.GetParams().(type) {
+		case *mcp.CallToolParamsRaw:
+			in.MCP.Tool = &policy.Tool{Name: params.Name, Arguments: params.Arguments, Annotations: s.catalog.toolAnnotations[params.Name]}
+		case *mcp.ReadResourceParams:
+			in.MCP.ResourceURI = params.URI
+		case *mcp.SubscribeParams:
+			in.MCP.ResourceURI = params.URI
+		case *mcp.UnsubscribeParams:
+			in.MCP.ResourceURI = params.URI
+		case *mcp.GetPromptParams:
+			in.MCP.Prompt = &policy.Prompt{Name: params.Name, Arguments: params.Arguments}
+		case *mcp.InitializeParams:
+			if params.ClientInfo != nil {
+				in.MCP.ClientName, in.MCP.ClientVersion = params.ClientInfo.Name, params.ClientInfo.Version
+			}
+			in.MCP.ProtocolVersion = params.ProtocolVersion
+		}
+		d, err := s.engine.Decide(ctx, &in)
+		s.metrics.decision(method, d.Allow && err == nil)
+		if err != nil || !d.Allow {
+			return nil, s.deny(method, p, d, err)
+		}
+		return next(tools.WithAuthContext(ctx, p.auth), method, req)
+	}
+}
+
+func (s *Server) principalOf(req mcp.Request) (*principal, requestFacts) {
+	if extra := req.GetExtra(); extra != nil && extra.TokenInfo != nil {
+		if f, ok := extra.TokenInfo.Extra[extraKey].(*requestFacts); ok && f.p != nil {
+			return f.p, *f
+		}
+	}
+	return s.defaultPrincipal(), requestFacts{}
+}
+
+func describeSession(m *policy.MCP, req mcp.Request) {
+	ss, ok := req.GetSession().(*mcp.ServerSession)
+	if !ok || ss == nil {
+		return
+	}
+	m.SessionID = ss.ID()
+	if ip := ss.InitializeParams(); ip != nil {
+		m.ProtocolVersion = ip.ProtocolVersion
+		if ip.ClientInfo != nil {
+			m.ClientName, m.ClientVersion = ip.ClientInfo.Name, ip.ClientInfo.Version
+		}
+	}
+}
+
+func isList(method string) bool {
+	switch method {
+	case "tools/list", "resources/list", "resources/templates/list", "prompts/list":
+		return true
+	}
+	return false
+}
+
+// list asks allow for the list method itself, then lets the handler build
+// the page and keeps only what data.mcp.authz.visible names, in one evaluation.
+func (s *Server) list(ctx context.Context, method string, req mcp.Request, in *policy.Input, p *principal, next mcp.MethodHandler) (mcp.Result, error) {
+	d, err := s.engine.Decide(ctx, in)
+	s.metrics.decision(method, d.Allow && err == nil)
+	if err != nil || !d.Allow {
+		return nil, s.deny(method, p, d, err)
+	}
+	res, err := next(ctx, method, req)
+	if err != nil {
+		return res, err
+	}
+	var cands policy.Candidates
+	switch r := res.(type) {
+	case *mcp.ListToolsResult:
+		cands.Tools = s.catalog.toolCandidates(r.Tools)
+	case *mcp.ListResourcesResult:
+		cands.Resources = make([]policy.Candidate, len(r.Resources))
+		for i, x := range r.Resources {
+			cands.Resources[i] = policy.Candidate{Name: x.URI}
+		}
+	case *mcp.ListResourceTemplatesResult:
+		cands.ResourceTemplates = make([]policy.Candidate, len(r.ResourceTemplates))
+		for i, x := range r.ResourceTemplates {
+			cands.ResourceTemplates[i] = policy.Candidate{Name: x.URITemplate}
+		}
+	case *mcp.ListPromptsResult:
+		cands.Prompts = make([]policy.Candidate, len(r.Prompts))
+		for i, x := range r.Prompts {
+			cands.Prompts[i] = policy.Candidate{Name: x.Name}
+		}
+	default:
+		return nil, s.deny(method, p, policy.Decision{ID: "", Reasons: []string{"unexpected list result"}}, errors.New("unexpected list result"))
+	}
+	in.MCP.Candidates = &cands
+	visible, err := s.engine.Visible(ctx, in)
+	if err != nil {
+		return nil, s.deny(method, p, policy.Decision{Reasons: []string{"policy evaluation failed"}}, err)
+	}
+	// New result values with new slices: the SDK shares the items themselves.
+	switch r := res.(type) {
+	case *mcp.ListToolsResult:
+		out := *r
+		out.Tools = keep(r.Tools, visible, func(t *mcp.Tool) string { return t.Name })
+		return &out, nil
+	case *mcp.ListResourcesResult:
+		out := *r
+		out.Resources = keep(r.Resources, visible, func(x *mcp.Resource) string { return x.URI })
+		return &out, nil
+	case *mcp.ListResourceTemplatesResult:
+		out := *r
+		out.ResourceTemplates = keep(r.ResourceTemplates, visible, func(x *mcp.ResourceTemplate) string { return x.URITemplate })
+		return &out, nil
+	case *mcp.ListPromptsResult:
+		out := *r
+		out.Prompts = keep(r.Prompts, visible, func(x *mcp.Prompt) string { return x.Name })
+		return &out, nil
+	}
+	return nil, errors.New("unreachable")
+}
+
+func keep[T any](items []T, visible map[string]struct{}, key func(T) string) []T {
+	out := make([]T, 0, len(visible))
+	for _, it := range items {
+		if _, ok := visible[key(it)]; ok {
+			out = append(out, it)
+		}
+	}
+	return out
+}
+
+func (s *Server) deny(method string, p *principal, d policy.Decision, err error) error {
+	code := CodeAccessDenied
+	msg := "access denied: " + strings.Join(d.Reasons, "; ")
+	if err != nil {
+		code = CodeAuthorizationUnavailable
+		msg = "authorization failed: the policy could not decide (request refused)"
+	}
+	s.logger.Info("request denied", "decision_id", d.ID, "method", method, "user", p.identity.UserID(),
+		"kind", string(p.identity.Kind), "reasons", d.Reasons)
+	data, _ := json.Marshal(DenialData{DecisionID: d.ID, Reasons: d.Reasons})
+	return &jsonrpc.Error{Code: int64(code), Message: msg, Data: data}
+}
+
+func (s *Server) unavailable(method string, p *principal) error {
+	reason := "authorization service unavailable"
+	if errors.Is(p.authzErr, exchange.ErrRefused) {
+		reason = p.authzErr.Error()
+	}
+	s.metrics.decision(method, false)
+	data, _ := json.Marshal(DenialData{Reasons: []string{reason}})
+	return &jsonrpc.Error{Code: CodeAuthorizationUnavailable, Message: reason + " (request refused)", Data: data}
+}

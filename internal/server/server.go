@@ -1,0 +1,170 @@
+// Package server wires mcpguard together: it serves MCP over Streamable HTTP,
+// legacy SSE or stdio, authenticates each HTTP request (authn), resolves the
+// caller's roles (exchange), puts every MCP request before the policy engine
+// (policy) and hands allowed ones to the handlers in tools/.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpguard/mcpguard/internal/authn"
+	"github.com/mcpguard/mcpguard/internal/config"
+	"github.com/mcpguard/mcpguard/internal/devidp"
+	"github.com/mcpguard/mcpguard/internal/exchange"
+	"github.com/mcpguard/mcpguard/internal/policy"
+	"github.com/mcpguard/mcpguard/tools"
+)
+
+// Version is the server's version, set at build time.
+var Version = "dev"
+
+// Server is one mcpguard instance.
+type Server struct {
+	cfg       *config.Config
+	logger    *slog.Logger
+	engine    *policy.Engine
+	verifier  *authn.Verifier // nil when ENABLE_AUTH=false
+	roles     exchange.Source
+	mcp       *mcp.Server
+	catalog   *catalog
+	metrics   *metrics
+	transport string
+
+	register  func(*mcp.Server)
+	anonymous *principal
+	// stdioToken authenticates the stdio transport's one caller.
+	stdioToken string
+}
+
+// Options are the parts New does not build from the configuration itself.
+type Options struct {
+	Logger *slog.Logger
+	// Register adds the tools, resources and prompts; tools.Register by default.
+	Register func(*mcp.Server)
+	// Roles overrides the role source chosen by the configuration.
+	Roles exchange.Source
+}
+
+// New builds a server from a validated configuration. A policy that does not
+// compile, an unreadable roles file or a bad Entra setting is an error here.
+func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Register == nil {
+		opts.Register = tools.Register
+	}
+	s := &Server{cfg: cfg, logger: opts.Logger, transport: cfg.Transport, stdioToken: os.Getenv("STDIO_ACCESS_TOKEN")}
+
+	engine, err := policy.New(ctx, cfg.PolicyDir, policy.WithTimeout(cfg.PolicyTimeout), policy.WithLogger(opts.Logger))
+	if err != nil {
+		return nil, err
+	}
+	s.engine = engine
+
+	if cfg.EnableAuth {
+		aud := []string{cfg.Azure.ClientID}
+		if cfg.Azure.AppIDURI != "" && cfg.Azure.AppIDURI != cfg.Azure.ClientID {
+			aud = append(aud, cfg.Azure.AppIDURI)
+		}
+		s.verifier, err = authn.NewVerifier(authn.Config{
+			AuthorityHost:  cfg.Azure.AuthorityHost,
+			TenantID:       cfg.Azure.TenantID,
+			AllowedTenants: cfg.Azure.AllowedTenants,
+			Audiences:      aud,
+			RequiredScopes: cfg.Azure.RequiredScopes,
+			AcceptV1:       cfg.Azure.AcceptV1,
+			ClockSkew:      cfg.Azure.ClockSkew,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+
+	s.roles = opts.Roles
+	if s.roles == nil {
+		if s.roles, err = roleSource(cfg); err != nil {
+			return nil, err
+		}
+	}
+
+	s.metrics = newMetrics()
+	s.register = opts.Register
+	s.mcp = mcp.NewServer(&mcp.Implementation{Name: cfg.ServerName, Version: Version}, s.serverOptions(nil))
+	s.register(s.mcp)
+	if s.catalog, err = readCatalog(ctx, s.mcp); err != nil {
+		return nil, fmt.Errorf("reading the registered tools: %w", err)
+	}
+	s.mcp.AddReceivingMiddleware(s.authorizer(nil))
+	s.anonymous = s.newPrincipal(ctx, authn.Anonymous, "")
+
+	if unreachable, err := s.Unreachable(ctx); err != nil {
+		s.logger.Warn("policy lint failed", "error", err)
+	} else {
+		for _, u := range unreachable {
+			s.logger.Warn("no policy rule can ever allow this", "kind", u.Kind, "name", u.Name)
+		}
+	}
+	return s, nil
+}
+
+func (s *Server) serverOptions(cache *mcp.SchemaCache) *mcp.ServerOptions {
+	return &mcp.ServerOptions{
+		Logger:      s.logger,
+		SchemaCache: cache,
+		// Lists are filtered per caller: never let them be cached as public.
+		SetCacheable: func(_ context.Context, _ mcp.Request, c *mcp.Cacheable) {
+			c.CacheScope = "private"
+			c.TTLMs = 0
+		},
+	}
+}
+
+func roleSource(cfg *config.Config) (exchange.Source, error) {
+	switch cfg.RoleSource {
+	case config.RoleSourceToken:
+		return exchange.TokenRoles{}, nil
+	case config.RoleSourceStatic:
+		if cfg.RolesFile == "" && cfg.Dev.Enabled {
+			return exchange.ParseStaticRoles(devidp.RolesJSON)
+		}
+		return exchange.LoadStaticRoles(cfg.RolesFile)
+	case config.RoleSourceKeycloak:
+		return nil, errors.New("ROLE_SOURCE=keycloak: the Keycloak role source is not built yet; use static or token")
+	}
+	return nil, fmt.Errorf("ROLE_SOURCE=%q is unknown", cfg.RoleSource)
+}
+
+// MCP is the underlying SDK server (for tests and in-process transports).
+func (s *Server) MCP() *mcp.Server { return s.mcp }
+
+// Engine is the policy engine.
+func (s *Server) Engine() *policy.Engine { return s.engine }
+
+// defaultPrincipal is the caller of a request that carries no token: the
+// stdio user (authenticated by STDIO_ACCESS_TOKEN when set) or anonymous.
+func (s *Server) defaultPrincipal() *principal {
+	if s.stdioToken != "" && s.verifier != nil && s.transport == config.TransportStdio {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		id, err := s.verifier.Verify(ctx, s.stdioToken)
+		if err != nil {
+			s.logger.Warn("STDIO_ACCESS_TOKEN rejected; the caller is anonymous", "error", err)
+			return s.anonymous
+		}
+		return s.resolve(ctx, id, s.stdioToken)
+	}
+	return s.anonymous
+}
+
+// RunStdio serves MCP on standard input and output until ctx ends.
+func (s *Server) RunStdio(ctx context.Context) error {
+	return s.mcp.Run(ctx, &mcp.StdioTransport{})
+}
