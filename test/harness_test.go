@@ -41,7 +41,6 @@ type env struct {
 	Server *server.Server
 }
 
-
 // startIssuer serves an Entra-shaped issuer on loopback.
 func startIssuer(t testing.TB) *devidp.Issuer {
 	t.Helper()
