@@ -1,0 +1,140 @@
+package policy_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mcpguard/mcpguard/internal/policy"
+)
+
+// scaledPolicy copies the shipped Rego and replaces the catalog with one of
+// nTools tools over nRoles roles, rows cycling through the decorator kinds.
+func scaledPolicy(b testing.TB, nTools, nRoles int) string {
+	b.Helper()
+	dir := b.TempDir()
+	files, _ := filepath.Glob("../../policies/*.rego")
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.rego") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = os.WriteFile(filepath.Join(dir, filepath.Base(f)), src, 0o600)
+	}
+	var shippedData map[string]any
+	raw, err := os.ReadFile("../../policies/data.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	_ = json.Unmarshal(raw, &shippedData)
+	catalog := shippedData["mcp"].(map[string]any)["catalog"].(map[string]any)
+	tools := map[string]any{}
+	role := func(i int) string { return fmt.Sprintf("role_%02d", i%nRoles) }
+	for i := range nTools {
+		var row map[string]any
+		switch i % 4 {
+		case 0:
+			row = map[string]any{"require_role": role(i)}
+		case 1:
+			row = map[string]any{"require_any_role": []string{role(i), role(i + 7)}}
+		case 2:
+			row = map[string]any{"require_all_roles": []string{role(i), role(i + 1)}}
+		case 3:
+			row = map[string]any{"require_resource_role": map[string]any{"client": "api", "role": role(i)}}
+		}
+		tools[fmt.Sprintf("tool_%03d", i)] = row
+	}
+	catalog["tools"] = tools
+	out, _ := json.Marshal(shippedData)
+	_ = os.WriteFile(filepath.Join(dir, "data.json"), out, 0o600)
+	return dir
+}
+
+// benchCaller holds 3 of the 50 roles; tool_000 requires role_00.
+func benchInput(tool string, args string) *policy.Input {
+	roles := []string{"role_00", "role_13", "role_27"}
+	id := policy.MustFragment(map[string]any{"authenticated": true, "kind": "user", "tenant_id": "t", "object_id": "o",
+		"scopes": []string{"read", "write"}, "app_roles": []string{}, "groups": []string{},
+		"claims": map[string]any{"aud": "x", "iss": "y", "tid": "t", "oid": "o", "scp": "read write", "ver": "2.0"}})
+	authz := policy.MustFragment(map[string]any{"source": "static", "roles": roles, "realm_roles": roles,
+		"client_roles": map[string]any{"api": []string{"role_03"}}, "claims": map[string]any{}})
+	in := &policy.Input{Identity: id, Authorization: authz, Request: policy.Request{TimeNS: time.Now().UnixNano(), Transport: "http"}}
+	in.MCP.Method = "tools/call"
+	in.MCP.SessionID = "SESSION"
+	in.MCP.ProtocolVersion = "2025-11-25"
+	in.MCP.ClientName = "bench"
+	in.MCP.Tool = &policy.Tool{Name: tool, Arguments: json.RawMessage(args), Annotations: policy.MustFragment(map[string]any{"readOnlyHint": true})}
+	return in
+}
+
+func reportPercentiles(b *testing.B, d []time.Duration) {
+	if len(d) == 0 {
+		return
+	}
+	slices.Sort(d)
+	b.ReportMetric(float64(d[len(d)/2].Nanoseconds()), "p50-ns")
+	b.ReportMetric(float64(d[len(d)*99/100].Nanoseconds()), "p99-ns")
+}
+
+// BenchmarkDecision is a tools/call decision on the shipped policy scaled to
+// 200 tools and 50 roles, a caller with 3 roles: allowed (the common case)
+// and denied (which also evaluates the reasons).
+func BenchmarkDecision(b *testing.B) {
+	e, err := policy.New(context.Background(), scaledPolicy(b, 200, 50))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, tool string
+		allow      bool
+	}{{"allowed", "tool_000", true}, {"denied", "tool_002", false}} {
+		b.Run(c.name, func(b *testing.B) {
+			in := benchInput(c.tool, `{"query":"q3 revenue","limit":10}`)
+			ctx := context.Background()
+			lat := make([]time.Duration, 0, b.N)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				t0 := time.Now()
+				d, err := e.Decide(ctx, in)
+				lat = append(lat, time.Since(t0))
+				if err != nil || d.Allow != c.allow {
+					b.Fatalf("%+v %v", d, err)
+				}
+			}
+			b.StopTimer()
+			reportPercentiles(b, lat)
+		})
+	}
+}
+
+// BenchmarkVisible filters a tools/list of 1,000 candidates in one evaluation.
+func BenchmarkVisible(b *testing.B) {
+	e, err := policy.New(context.Background(), scaledPolicy(b, 1000, 50))
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := benchInput("", "")
+	in.MCP.Method, in.MCP.Tool = "tools/list", nil
+	cands := make([]policy.Candidate, 1000)
+	for i := range cands {
+		cands[i] = policy.Candidate{Name: fmt.Sprintf("tool_%03d", i)}
+	}
+	in.MCP.Candidates = &policy.Candidates{Tools: cands}
+	b.ReportAllocs()
+	for b.Loop() {
+		v, err := e.Visible(context.Background(), in)
+		if err != nil || len(v) == 0 {
+			b.Fatal(err, len(v))
+		}
+	}
+}
