@@ -66,6 +66,12 @@ func startIssuer(t testing.TB) *devidp.Issuer {
 // (any configuration variable by its name).
 func start(t testing.TB, iss *devidp.Issuer, vars map[string]string) *env {
 	t.Helper()
+	return startWith(t, iss, vars, server.Options{})
+}
+
+// startWith is start with server options (custom tools, role source).
+func startWith(t testing.TB, iss *devidp.Issuer, vars map[string]string, opts server.Options) *env {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +95,7 @@ func start(t testing.TB, iss *devidp.Issuer, vars map[string]string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(context.Background(), cfg, server.Options{})
+	srv, err := server.New(context.Background(), cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

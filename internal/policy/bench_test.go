@@ -3,59 +3,20 @@ package policy_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/mcpguard/mcpguard/internal/policy"
+	"github.com/mcpguard/mcpguard/internal/policy/policytest"
 )
 
-// scaledPolicy copies the shipped Rego and replaces the catalog with one of
-// nTools tools over nRoles roles, rows cycling through the decorator kinds.
 func scaledPolicy(b testing.TB, nTools, nRoles int) string {
 	b.Helper()
 	dir := b.TempDir()
-	files, _ := filepath.Glob("../../policies/*.rego")
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.rego") {
-			continue
-		}
-		src, err := os.ReadFile(f)
-		if err != nil {
-			b.Fatal(err)
-		}
-		_ = os.WriteFile(filepath.Join(dir, filepath.Base(f)), src, 0o600)
-	}
-	var shippedData map[string]any
-	raw, err := os.ReadFile("../../policies/data.json")
-	if err != nil {
+	if err := policytest.Scaled("../../policies", dir, nTools, nRoles); err != nil {
 		b.Fatal(err)
 	}
-	_ = json.Unmarshal(raw, &shippedData)
-	catalog := shippedData["mcp"].(map[string]any)["catalog"].(map[string]any)
-	tools := map[string]any{}
-	role := func(i int) string { return fmt.Sprintf("role_%02d", i%nRoles) }
-	for i := range nTools {
-		var row map[string]any
-		switch i % 4 {
-		case 0:
-			row = map[string]any{"require_role": role(i)}
-		case 1:
-			row = map[string]any{"require_any_role": []string{role(i), role(i + 7)}}
-		case 2:
-			row = map[string]any{"require_all_roles": []string{role(i), role(i + 1)}}
-		case 3:
-			row = map[string]any{"require_resource_role": map[string]any{"client": "api", "role": role(i)}}
-		}
-		tools[fmt.Sprintf("tool_%03d", i)] = row
-	}
-	catalog["tools"] = tools
-	out, _ := json.Marshal(shippedData)
-	_ = os.WriteFile(filepath.Join(dir, "data.json"), out, 0o600)
 	return dir
 }
 
@@ -96,7 +57,7 @@ func BenchmarkDecision(b *testing.B) {
 	for _, c := range []struct {
 		name, tool string
 		allow      bool
-	}{{"allowed", "tool_000", true}, {"denied", "tool_002", false}} {
+	}{{"allowed", policytest.ToolName(0), true}, {"denied", policytest.ToolName(2), false}} {
 		b.Run(c.name, func(b *testing.B) {
 			in := benchInput(c.tool, `{"query":"q3 revenue","limit":10}`)
 			ctx := context.Background()
@@ -127,7 +88,7 @@ func BenchmarkVisible(b *testing.B) {
 	in.MCP.Method, in.MCP.Tool = "tools/list", nil
 	cands := make([]policy.Candidate, 1000)
 	for i := range cands {
-		cands[i] = policy.Candidate{Name: fmt.Sprintf("tool_%03d", i)}
+		cands[i] = policy.Candidate{Name: policytest.ToolName(i)}
 	}
 	in.MCP.Candidates = &policy.Candidates{Tools: cands}
 	b.ReportAllocs()

@@ -1,0 +1,253 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpguard/mcpguard/internal/devidp"
+	"github.com/mcpguard/mcpguard/internal/policy/policytest"
+	"github.com/mcpguard/mcpguard/internal/server"
+)
+
+// echoIn and echoOut are the benchmark tool's types: the same tool is served
+// by mcpguard and by a bare SDK server.
+type echoIn struct {
+	Text string `json:"text"`
+}
+type echoOut struct {
+	Text string `json:"text"`
+}
+
+func echo(_ context.Context, _ *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, echoOut, error) {
+	return nil, echoOut{Text: in.Text}, nil
+}
+
+func registerEchoTools(n int) func(*mcp.Server) {
+	return func(s *mcp.Server) {
+		for i := range n {
+			mcp.AddTool(s, &mcp.Tool{Name: policytest.ToolName(i), Description: "echoes its text",
+				Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, echo)
+		}
+	}
+}
+
+// benchRoles maps app roles role_XX to realm roles and api.role_XX to client roles.
+func benchRoles(b testing.TB, nRoles int) string {
+	app := map[string]any{}
+	for i := range nRoles {
+		r := policytest.RoleName(i)
+		app[r] = map[string]any{"realm_roles": []string{r}}
+		app["api."+r] = map[string]any{"client_roles": map[string]any{"api": []string{r}}}
+	}
+	raw, _ := json.Marshal(map[string]any{"app_roles": app})
+	p := filepath.Join(b.TempDir(), "roles.json")
+	if err := os.WriteFile(p, raw, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+type target struct {
+	name    string
+	url     string
+	token   string
+	handler http.Handler
+}
+
+// benchTargets serves nTools echo tools three ways: mcpguard with Entra
+// tokens and the shipped policy scaled to nTools tools and 50 roles
+// ("guarded"); the same binary with ENABLE_AUTH=false and an allow-all
+// policy ("open"); and the bare Go SDK with no middleware ("bare").
+func benchTargets(b *testing.B, nTools int, vars map[string]string) []target {
+	b.Helper()
+	iss := startIssuer(b)
+	scaled := b.TempDir()
+	if err := policytest.Scaled(filepath.Join(repoRoot(), "policies"), scaled, nTools, 50); err != nil {
+		b.Fatal(err)
+	}
+	allowAll := b.TempDir()
+	if err := policytest.AllowAll(allowAll); err != nil {
+		b.Fatal(err)
+	}
+	with := func(m map[string]string) map[string]string {
+		out := map[string]string{}
+		for k, v := range vars {
+			out[k] = v
+		}
+		for k, v := range m {
+			out[k] = v
+		}
+		return out
+	}
+	reg := registerEchoTools(nTools)
+	guarded := startWith(b, iss, with(map[string]string{"POLICY_DIR": scaled, "ROLES_FILE": benchRoles(b, 50)}), server.Options{Register: reg})
+	open := startWith(b, iss, with(map[string]string{"POLICY_DIR": allowAll, "ENABLE_AUTH": "false"}), server.Options{Register: reg})
+
+	bare := mcp.NewServer(&mcp.Implementation{Name: "bare"}, nil)
+	reg(bare)
+	stateless := vars["STATELESS"] == "true"
+	bareHandler := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return bare },
+		&mcp.StreamableHTTPOptions{Stateless: stateless, JSONResponse: stateless})
+	bs := httptest.NewServer(bareHandler)
+	b.Cleanup(bs.Close)
+
+	tok := guarded.token(b, devidp.Token{User: "bench", Roles: []string{"role_00", "role_13", "role_27", "api.role_03"}})
+	return []target{
+		{"guarded", guarded.URL, tok, guarded.Server.Handler()},
+		{"open", open.URL, "", open.Server.Handler()},
+		{"bare", bs.URL, "", bareHandler},
+	}
+}
+
+func openSessions(b *testing.B, t target, n int) []*mcp.ClientSession {
+	out := make([]*mcp.ClientSession, n)
+	for i := range out {
+		hc := &http.Client{Transport: &bearer{token: t.token, base: http.DefaultTransport}}
+		if t.token == "" {
+			hc = http.DefaultClient
+		}
+		cs, err := mcp.NewClient(&mcp.Implementation{Name: "bench"}, nil).Connect(context.Background(),
+			&mcp.StreamableClientTransport{Endpoint: t.url, HTTPClient: hc}, nil)
+		if err != nil {
+			b.Fatalf("%s: %v", t.name, err)
+		}
+		b.Cleanup(func() { _ = cs.Close() })
+		out[i] = cs
+	}
+	return out
+}
+
+// interleave runs rounds of `per` operations on each client session of each
+// target in turn, rotating the order, and reports each target's throughput
+// and the ratios to the first target.
+func interleave(b *testing.B, targets []target, clients, per int, op func(*mcp.ClientSession) error) {
+	sessions := make([][]*mcp.ClientSession, len(targets))
+	for i, t := range targets {
+		sessions[i] = openSessions(b, t, clients)
+		for _, cs := range sessions[i] { // warm up
+			if err := op(cs); err != nil {
+				b.Fatalf("%s: %v", t.name, err)
+			}
+		}
+	}
+	spent := make([]time.Duration, len(targets))
+	ops := 0
+	round := 0
+	b.ResetTimer()
+	for b.Loop() {
+		for k := range targets {
+			i := (k + round) % len(targets)
+			t0 := time.Now()
+			var wg sync.WaitGroup
+			errs := make(chan error, clients)
+			for _, cs := range sessions[i] {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range per {
+						if err := op(cs); err != nil {
+							errs <- err
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			spent[i] += time.Since(t0)
+			close(errs)
+			if err := <-errs; err != nil {
+				b.Fatalf("%s: %v", targets[i].name, err)
+			}
+		}
+		ops += clients * per
+		round++
+	}
+	b.StopTimer()
+	rate := make([]float64, len(targets))
+	for i, t := range targets {
+		rate[i] = float64(ops) / spent[i].Seconds()
+		b.ReportMetric(rate[i], t.name+"-ops/s")
+	}
+	for i := 1; i < len(targets); i++ {
+		b.ReportMetric(rate[0]/rate[i], targets[0].name+"/"+targets[i].name)
+	}
+}
+
+func callEcho(cs *mcp.ClientSession) error {
+	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: policytest.ToolName(0), Arguments: map[string]any{"text": "hello"}})
+	if err != nil {
+		return err
+	}
+	if res.IsError {
+		return fmt.Errorf("tool error: %v", res.Content)
+	}
+	return nil
+}
+
+// BenchmarkToolsCall: tools/call throughput over loopback HTTP, 4 clients,
+// guarded vs open vs bare, interleaved. One op of b.N is a round of
+// 4×50 calls on each target.
+func BenchmarkToolsCall(b *testing.B) {
+	for _, mode := range []string{"stateful", "stateless"} {
+		b.Run(mode, func(b *testing.B) {
+			vars := map[string]string{}
+			if mode == "stateless" {
+				vars["STATELESS"] = "true"
+			}
+			interleave(b, benchTargets(b, 200, vars), 4, 50, callEcho)
+		})
+	}
+}
+
+// BenchmarkToolsList: tools/list with 1,000 registered tools, filtered by the
+// policy (guarded) vs the open and bare servers, 4 clients, 4×10 lists a round.
+func BenchmarkToolsList(b *testing.B) {
+	interleave(b, benchTargets(b, 1000, nil), 4, 10, func(cs *mcp.ClientSession) error {
+		res, err := cs.ListTools(context.Background(), nil)
+		if err != nil {
+			return err
+		}
+		if len(res.Tools) == 0 {
+			return fmt.Errorf("empty list")
+		}
+		return nil
+	})
+}
+
+// BenchmarkHandler measures one stateless tools/call through the HTTP
+// handler in process (no network, no client decoding): the server-side time
+// and allocations per authorized request, guarded vs open vs bare.
+func BenchmarkHandler(b *testing.B) {
+	targets := benchTargets(b, 200, map[string]string{"STATELESS": "true"})
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + policytest.ToolName(0) + `","arguments":{"text":"hello"}}}`
+	for _, t := range targets {
+		b.Run(t.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				req := httptest.NewRequest(http.MethodPost, t.url, strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Accept", "application/json, text/event-stream")
+				req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+				if t.token != "" {
+					req.Header.Set("Authorization", "Bearer "+t.token)
+				}
+				rec := httptest.NewRecorder()
+				t.handler.ServeHTTP(rec, req)
+				if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"result"`) {
+					b.Fatalf("%s: %d %s", t.name, rec.Code, rec.Body.String())
+				}
+			}
+		})
+	}
+}
