@@ -58,8 +58,10 @@ type Config struct {
 	AllowedOrigins []string
 
 	EnableAuth bool
-	Azure      Azure
-	Dev        Dev
+	// StdioAccessToken authenticates the stdio transport's one caller.
+	StdioAccessToken string
+	Azure            Azure
+	Dev              Dev
 
 	PolicyDir     string
 	PolicyTimeout time.Duration
@@ -279,21 +281,22 @@ func (r *reader) list(name, def string) []string {
 func FromSource(src Source) (*Config, error) {
 	r := &reader{src: src}
 	c := &Config{
-		ServerName:      r.str("SERVER_NAME", "mcpguard"),
-		Environment:     r.oneOf("ENVIRONMENT", "development", "development", "staging", "production"),
-		Debug:           r.boolean("DEBUG", false),
-		Host:            r.str("HOST", "0.0.0.0"),
-		Port:            int(r.integer("PORT", 8000, 0, 65535)),
-		Transport:       r.oneOf("TRANSPORT", TransportHTTP, TransportHTTP, TransportSSE, TransportStdio),
-		Stateless:       r.boolean("STATELESS", false),
-		LogLevel:        r.oneOf("LOG_LEVEL", "info", "debug", "info", "warn", "warning", "error"),
-		LogFormat:       r.oneOf("LOG_FORMAT", "json", "json", "text"),
-		MaxRequestBytes: r.integer("MAX_REQUEST_BYTES", 1<<20, 1024, 1<<30),
-		AllowedOrigins:  r.list("ALLOWED_ORIGINS", ""),
-		EnableAuth:      r.boolean("ENABLE_AUTH", true),
-		PolicyDir:       r.str("POLICY_DIR", "policies"),
-		PolicyTimeout:   r.duration("POLICY_TIMEOUT", 100*time.Millisecond),
-		RolesFile:       r.str("ROLES_FILE", ""),
+		ServerName:       r.str("SERVER_NAME", "mcpguard"),
+		Environment:      r.oneOf("ENVIRONMENT", "development", "development", "staging", "production"),
+		Debug:            r.boolean("DEBUG", false),
+		Host:             r.str("HOST", "0.0.0.0"),
+		Port:             int(r.integer("PORT", 8000, 0, 65535)),
+		Transport:        r.oneOf("TRANSPORT", TransportHTTP, TransportHTTP, TransportSSE, TransportStdio),
+		Stateless:        r.boolean("STATELESS", false),
+		LogLevel:         r.oneOf("LOG_LEVEL", "info", "debug", "info", "warn", "warning", "error"),
+		LogFormat:        r.oneOf("LOG_FORMAT", "json", "json", "text"),
+		MaxRequestBytes:  r.integer("MAX_REQUEST_BYTES", 1<<20, 1024, 1<<30),
+		AllowedOrigins:   r.list("ALLOWED_ORIGINS", ""),
+		EnableAuth:       r.boolean("ENABLE_AUTH", true),
+		StdioAccessToken: r.str("STDIO_ACCESS_TOKEN", ""),
+		PolicyDir:        r.str("POLICY_DIR", "policies"),
+		PolicyTimeout:    r.duration("POLICY_TIMEOUT", 100*time.Millisecond),
+		RolesFile:        r.str("ROLES_FILE", ""),
 
 		JWTSigningKey:        r.str("JWT_SIGNING_KEY", ""),
 		StorageEncryptionKey: r.str("STORAGE_ENCRYPTION_KEY", ""),
@@ -324,6 +327,13 @@ func FromSource(src Source) (*Config, error) {
 		RequiredScopes: r.list("AZURE_REQUIRED_SCOPES", "read,write"),
 		AcceptV1:       r.boolean("AZURE_ACCEPT_V1_TOKENS", false),
 		ClockSkew:      r.duration("AZURE_CLOCK_SKEW", 2*time.Minute),
+	}
+	// Scopes are matched against scp, which holds short names: accept
+	// api://…/read as read.
+	for i, sc := range c.Azure.RequiredScopes {
+		if strings.Contains(sc, "://") {
+			c.Azure.RequiredScopes[i] = sc[strings.LastIndex(sc, "/")+1:]
+		}
 	}
 	if c.Azure.AppIDURI == "" && c.Azure.ClientID != "" {
 		c.Azure.AppIDURI = "api://" + c.Azure.ClientID
@@ -392,6 +402,9 @@ func (c *Config) validate(r *reader) {
 	if c.Dev.Enabled && c.Environment == "production" {
 		r.fail("DEV_IDP", "the development identity provider cannot run with ENVIRONMENT=production")
 	}
+	if c.Dev.Enabled && c.Azure.AuthorityHost != "http://"+c.Dev.Addr {
+		r.fail("AZURE_AUTHORITY_HOST", "must be left unset with DEV_IDP=true (the dev identity provider is the authority)")
+	}
 	if c.Dev.Enabled {
 		if host, _, err := net.SplitHostPort(c.Dev.Addr); err != nil || !isLoopback(host) {
 			r.fail("DEV_IDP_ADDR", "%q must be a loopback host:port", c.Dev.Addr)
@@ -407,12 +420,12 @@ func (c *Config) validate(r *reader) {
 		r.fail("ROLES_FILE", "required when ROLE_SOURCE=static")
 	}
 	if c.RoleSource == RoleSourceKeycloak {
-		for name, v := range map[string]string{
-			"KEYCLOAK_SERVER_URL": c.Keycloak.ServerURL, "KEYCLOAK_REALM": c.Keycloak.Realm,
-			"KEYCLOAK_CLIENT_ID": c.Keycloak.ClientID, "KEYCLOAK_CLIENT_SECRET": c.Keycloak.ClientSecret,
+		for _, kv := range [][2]string{
+			{"KEYCLOAK_SERVER_URL", c.Keycloak.ServerURL}, {"KEYCLOAK_REALM", c.Keycloak.Realm},
+			{"KEYCLOAK_CLIENT_ID", c.Keycloak.ClientID}, {"KEYCLOAK_CLIENT_SECRET", c.Keycloak.ClientSecret},
 		} {
-			if v == "" {
-				r.fail(name, "required when ROLE_SOURCE=keycloak")
+			if kv[1] == "" {
+				r.fail(kv[0], "required when ROLE_SOURCE=keycloak")
 			}
 		}
 	}

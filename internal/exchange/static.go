@@ -52,6 +52,12 @@ func ParseStaticRoles(data []byte) (*StaticRoles, error) {
 	if err := dec.Decode(&f); err != nil {
 		return nil, err
 	}
+	// Object and tenant ids are GUIDs: match them whatever their case.
+	users := make(map[string]Grant, len(f.Users))
+	for k, g := range f.Users {
+		users[strings.ToLower(k)] = g
+	}
+	f.Users = users
 	return &StaticRoles{file: f}, nil
 }
 

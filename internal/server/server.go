@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -61,7 +60,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	if opts.Register == nil {
 		opts.Register = tools.Register
 	}
-	s := &Server{cfg: cfg, logger: opts.Logger, transport: cfg.Transport, stdioToken: os.Getenv("STDIO_ACCESS_TOKEN")}
+	s := &Server{cfg: cfg, logger: opts.Logger, transport: cfg.Transport, stdioToken: cfg.StdioAccessToken}
 
 	engine, err := policy.New(ctx, cfg.PolicyDir, policy.WithTimeout(cfg.PolicyTimeout), policy.WithLogger(opts.Logger))
 	if err != nil {
