@@ -99,3 +99,23 @@ func BenchmarkVisible(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkEngineFloor is the engine's own cost: the same input on a policy
+// whose allow is a constant.
+func BenchmarkEngineFloor(b *testing.B) {
+	dir := b.TempDir()
+	if err := policytest.AllowAll(dir); err != nil {
+		b.Fatal(err)
+	}
+	e, err := policy.New(context.Background(), dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := benchInput(policytest.ToolName(0), `{"query":"q3 revenue","limit":10}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if d, err := e.Decide(context.Background(), in); err != nil || !d.Allow {
+			b.Fatal(err)
+		}
+	}
+}

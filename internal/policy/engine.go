@@ -18,6 +18,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/loader"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
@@ -54,6 +55,10 @@ type Engine struct {
 type compiled struct {
 	compiler *ast.Compiler
 	store    storage.Store
+	// txn is one read transaction shared by every evaluation: the store is
+	// never written, and an in-memory read is stateless, so opening one per
+	// evaluation would only cost time.
+	txn      storage.Transaction
 	allow    rego.PreparedEvalQuery
 	decision rego.PreparedEvalQuery
 	visible  rego.PreparedEvalQuery
@@ -102,7 +107,13 @@ func skipTests(_ string, info fs.FileInfo, _ int) bool {
 	return !info.IsDir() && strings.HasSuffix(info.Name(), "_test.rego")
 }
 
+// compileTimeout bounds loading: partial evaluation at load runs whatever
+// of the policy does not depend on input.
+const compileTimeout = 60 * time.Second
+
 func compile(ctx context.Context, dir string) (*compiled, error) {
+	ctx, cancel := context.WithTimeout(ctx, compileTimeout)
+	defer cancel()
 	res, err := loader.NewFileLoader().WithRegoVersion(ast.RegoV1).Filtered([]string{dir}, skipTests)
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: %w", dir, err)
@@ -118,17 +129,29 @@ func compile(ctx context.Context, dir string) (*compiled, error) {
 	}
 	// AST values on read: data lookups during evaluation need no conversion.
 	store := inmem.NewFromObjectWithOpts(res.Documents, inmem.OptReturnASTValuesOnRead(true))
-	c := &compiled{compiler: compiler, store: store, files: len(modules)}
+	txn, err := store.NewTransaction(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c := &compiled{compiler: compiler, store: store, txn: txn, files: len(modules)}
 	for _, q := range []struct {
 		query string
 		into  *rego.PreparedEvalQuery
-	}{{AllowQuery, &c.allow}, {DecisionQuery, &c.decision}, {VisibleQuery, &c.visible}} {
+		// partial: evaluate the query ahead against data, leaving only
+		// input unknown. allow then becomes flat rules that the rule index
+		// selects by method and tool name, whatever the catalog's size.
+		partial bool
+	}{{AllowQuery, &c.allow, true}, {DecisionQuery, &c.decision, false}, {VisibleQuery, &c.visible, false}} {
+		var popts []rego.PrepareOption
+		if q.partial {
+			popts = append(popts, rego.WithPartialEval())
+		}
 		pq, err := rego.New(
 			rego.Query(q.query),
 			rego.Compiler(compiler),
 			rego.Store(store),
 			rego.StoreReadAST(true),
-		).PrepareForEval(ctx)
+		).PrepareForEval(ctx, popts...)
 		if err != nil {
 			return nil, fmt.Errorf("policy %s: preparing %s: %w", dir, q.query, err)
 		}
@@ -139,6 +162,9 @@ func compile(ctx context.Context, dir string) (*compiled, error) {
 	}
 	return c, nil
 }
+
+// noMetrics spares each evaluation the timers and maps of a metrics set.
+var noMetrics = metrics.NoOp()
 
 // ErrUndefined means the policy gave no answer; it is a deny.
 var ErrUndefined = errors.New("policy decision is undefined")
@@ -169,7 +195,7 @@ func (e *Engine) DecideDocument(ctx context.Context, doc []byte) (Decision, erro
 
 func (e *Engine) decide(ctx context.Context, value ast.Value, method string) (Decision, error) {
 	c := e.current.Load()
-	allowed, err := evalBool(ctx, &c.allow, value, e.timeout)
+	allowed, err := evalBool(ctx, c, &c.allow, value, e.timeout)
 	if err != nil {
 		d := Decision{ID: e.ids.next(), Reasons: []string{"policy evaluation failed"}}
 		e.logger.Error("policy evaluation failed", "decision_id", d.ID, "method", method, "error", err)
@@ -189,7 +215,7 @@ func (e *Engine) decide(ctx context.Context, value ast.Value, method string) (De
 
 // explain evaluates the full decision object for a request allow denied.
 func (e *Engine) explain(ctx context.Context, c *compiled, value ast.Value, d *Decision) error {
-	rs, err := eval(ctx, &c.decision, value, e.timeout)
+	rs, err := evalWith(ctx, c, &c.decision, value, e.timeout)
 	if err != nil {
 		return err
 	}
@@ -227,7 +253,7 @@ func (e *Engine) explain(ctx context.Context, c *compiled, value ast.Value, d *D
 func (e *Engine) Visible(ctx context.Context, in *Input) (map[string]struct{}, error) {
 	c := e.current.Load()
 	var set ast.Set
-	_, err := evalWith(ctx, &c.visible, in.value(), e.timeout, rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) {
+	_, err := evalWith(ctx, c, &c.visible, in.value(), e.timeout, rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) {
 		// Keep the AST: converting a large set to Go values costs more than reading it.
 		if s, ok := t.Value.(ast.Set); ok {
 			set = s
@@ -250,9 +276,9 @@ func (e *Engine) Visible(ctx context.Context, in *Input) (map[string]struct{}, e
 	return out, nil
 }
 
-func evalBool(ctx context.Context, q *rego.PreparedEvalQuery, input ast.Value, timeout time.Duration) (bool, error) {
+func evalBool(ctx context.Context, c *compiled, q *rego.PreparedEvalQuery, input ast.Value, timeout time.Duration) (bool, error) {
 	var result ast.Value
-	_, err := evalWith(ctx, q, input, timeout, rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) {
+	_, err := evalWith(ctx, c, q, input, timeout, rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) {
 		result = t.Value
 		return nil, nil
 	}))
@@ -269,18 +295,15 @@ func evalBool(ctx context.Context, q *rego.PreparedEvalQuery, input ast.Value, t
 	return bool(b), nil
 }
 
-func eval(ctx context.Context, q *rego.PreparedEvalQuery, input ast.Value, timeout time.Duration) (rego.ResultSet, error) {
-	return evalWith(ctx, q, input, timeout)
-}
-
 // evalWith runs a prepared query under a deadline. Cancellation goes through
 // an external cancel fired by a timer, which costs less than the goroutine
 // OPA starts per evaluation otherwise.
-func evalWith(ctx context.Context, q *rego.PreparedEvalQuery, input ast.Value, timeout time.Duration, opts ...rego.EvalOption) (rego.ResultSet, error) {
+func evalWith(ctx context.Context, c *compiled, q *rego.PreparedEvalQuery, input ast.Value, timeout time.Duration, opts ...rego.EvalOption) (rego.ResultSet, error) {
 	cancel := topdown.NewCancel()
 	timer := time.AfterFunc(timeout, cancel.Cancel)
 	defer timer.Stop()
-	opts = append(opts, rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel))
+	opts = append(opts, rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel),
+		rego.EvalTransaction(c.txn), rego.EvalMetrics(noMetrics))
 	rs, err := q.Eval(ctx, opts...)
 	if err != nil {
 		var te *topdown.Error

@@ -149,7 +149,7 @@ func TestFailClosed(t *testing.T) {
 }
 
 func TestTimeoutDenies(t *testing.T) {
-	src := "package mcp.authz\n\nallow if {\n  count([x | some x in numbers.range(1, 50000000); x % 7 == 0]) > 0\n}\n"
+	src := "package mcp.authz\n\nallow if {\n  count([x | some x in numbers.range(1, 50000000 + count(input.mcp.method)); x % 7 == 0]) > 0\n}\n"
 	e, err := policy.New(context.Background(), writePolicy(t, map[string]string{"authz.rego": src}), policy.WithTimeout(20*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)

@@ -7,10 +7,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/util"
 )
 
 // InputVersion is the version of the input document's layout (input.version).
@@ -145,7 +145,9 @@ var (
 	anonymousNone = ast.NewObject()
 )
 
-// value lays the document out as DESIGN.md specifies.
+// value lays the document out as DESIGN.md specifies. Each object is made
+// with all its items at once (one allocation block), and the parts that
+// repeat across requests (method names, a session's client) are reused.
 func (in *Input) value() ast.Value {
 	identity, authz := ast.Value(anonymousNone), ast.Value(anonymousNone)
 	if in.Identity != nil {
@@ -162,52 +164,87 @@ func (in *Input) value() ast.Value {
 		ast.Item(kRequest, ast.NewTerm(ast.NewObject(
 			ast.Item(kTimeNS, ast.NewTerm(ast.Number(strconv.FormatInt(in.Request.TimeNS, 10)))),
 			ast.Item(kRemoteAddr, ast.StringTerm(in.Request.RemoteAddr)),
-			ast.Item(kTransport, ast.StringTerm(in.Request.Transport)),
+			ast.Item(kTransport, internTerm(in.Request.Transport)),
 			ast.Item(kHost, ast.StringTerm(in.Request.Host)),
 		))),
 	)
 }
 
 func (m *MCP) value() ast.Value {
-	obj := ast.NewObject(
-		ast.Item(kMethod, ast.StringTerm(m.Method)),
-		ast.Item(kSessionID, ast.StringTerm(m.SessionID)),
-		ast.Item(kProtocol, ast.StringTerm(m.ProtocolVersion)),
-		ast.Item(kClient, ast.NewTerm(ast.NewObject(
-			ast.Item(kName, ast.StringTerm(m.ClientName)),
-			ast.Item(kVersionField, ast.StringTerm(m.ClientVersion)),
-		))),
-	)
+	var items [8][2]*ast.Term
+	n := 0
+	add := func(k, v *ast.Term) { items[n] = ast.Item(k, v); n++ }
+	add(kMethod, internTerm(m.Method))
+	add(kSessionID, ast.StringTerm(m.SessionID))
+	add(kProtocol, internTerm(m.ProtocolVersion))
+	add(kClient, clientTerm(m.ClientName, m.ClientVersion))
 	if m.Tool != nil {
-		obj.Insert(kTool, ast.NewTerm(ast.NewObject(
+		add(kTool, ast.NewTerm(ast.NewObject(
 			ast.Item(kName, ast.StringTerm(m.Tool.Name)),
 			ast.Item(kArguments, ast.NewTerm(jsonValue(m.Tool.Arguments))),
 			ast.Item(kAnnotations, ast.NewTerm(fragmentOr(m.Tool.Annotations))),
 		)))
 	}
 	if m.ResourceURI != "" {
-		obj.Insert(kResource, ast.NewTerm(ast.NewObject(ast.Item(kURI, ast.StringTerm(m.ResourceURI)))))
+		add(kResource, ast.NewTerm(ast.NewObject(ast.Item(kURI, ast.StringTerm(m.ResourceURI)))))
 	}
 	if m.Prompt != nil {
 		args := ast.NewObject()
 		for k, v := range m.Prompt.Arguments {
 			args.Insert(ast.StringTerm(k), ast.StringTerm(v))
 		}
-		obj.Insert(kPrompt, ast.NewTerm(ast.NewObject(
+		add(kPrompt, ast.NewTerm(ast.NewObject(
 			ast.Item(kName, ast.StringTerm(m.Prompt.Name)),
 			ast.Item(kArguments, ast.NewTerm(args)),
 		)))
 	}
 	if c := m.Candidates; c != nil {
-		obj.Insert(kCandidates, ast.NewTerm(ast.NewObject(
+		add(kCandidates, ast.NewTerm(ast.NewObject(
 			ast.Item(kTools, candidateArray(c.Tools, kName)),
 			ast.Item(kResources, candidateArray(c.Resources, kURI)),
 			ast.Item(kTemplates, candidateArray(c.ResourceTemplates, kURITemplate)),
 			ast.Item(kPrompts, candidateArray(c.Prompts, kName)),
 		)))
 	}
-	return obj
+	return ast.NewObject(items[:n]...)
 }
+
+// interned holds terms for the strings every request repeats: method names,
+// protocol versions, transports. AST values are immutable once built, so one
+// term serves every evaluation.
+var interned sync.Map // string → *ast.Term
+
+func internTerm(s string) *ast.Term {
+	if t, ok := interned.Load(s); ok {
+		return t.(*ast.Term)
+	}
+	t := ast.StringTerm(s)
+	if internedCount.Add(1) <= maxInterned {
+		interned.Store(s, t)
+	}
+	return t
+}
+
+// clients holds one {"name","version"} object per client implementation.
+var clients sync.Map // [2]string → *ast.Term
+
+func clientTerm(name, version string) *ast.Term {
+	k := [2]string{name, version}
+	if t, ok := clients.Load(k); ok {
+		return t.(*ast.Term)
+	}
+	t := ast.NewTerm(ast.NewObject(ast.Item(kName, ast.StringTerm(name)), ast.Item(kVersionField, ast.StringTerm(version))))
+	if internedCount.Add(1) <= maxInterned {
+		clients.Store(k, t)
+	}
+	return t
+}
+
+// maxInterned bounds both caches: their keys come from clients, so a hostile
+// client must not grow them without end.
+const maxInterned = 4096
+
+var internedCount atomic.Int64
 
 func candidateArray(items []Candidate, key *ast.Term) *ast.Term {
 	terms := make([]*ast.Term, len(items))
@@ -234,11 +271,7 @@ func jsonValue(raw json.RawMessage) ast.Value {
 	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
 		return emptyObject
 	}
-	var x any
-	if err := util.UnmarshalJSON(raw, &x); err != nil {
-		return emptyObject
-	}
-	v, err := ast.InterfaceToValue(x)
+	v, err := parseJSON(raw)
 	if err != nil {
 		return emptyObject
 	}
