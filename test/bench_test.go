@@ -113,10 +113,9 @@ func benchTargets(b *testing.B, nTools int, vars map[string]string) []target {
 func openSessions(b *testing.B, t target, n int) []*mcp.ClientSession {
 	out := make([]*mcp.ClientSession, n)
 	for i := range out {
+		// Every target's client goes through the same round tripper, so
+		// client-side work is equal; only the guarded one sends a token.
 		hc := &http.Client{Transport: &bearer{token: t.token, base: http.DefaultTransport}}
-		if t.token == "" {
-			hc = http.DefaultClient
-		}
 		cs, err := mcp.NewClient(&mcp.Implementation{Name: "bench"}, nil).Connect(context.Background(),
 			&mcp.StreamableClientTransport{Endpoint: t.url, HTTPClient: hc}, nil)
 		if err != nil {
@@ -132,6 +131,13 @@ func openSessions(b *testing.B, t target, n int) []*mcp.ClientSession {
 // target in turn, rotating the order, and reports each target's throughput
 // and the ratios to the first target.
 func interleave(b *testing.B, targets []target, clients, per int, op func(*mcp.ClientSession) error) {
+	if only := os.Getenv("MCPGUARD_BENCH_ONLY"); only != "" { // for profiling one target
+		for _, t := range targets {
+			if t.name == only {
+				targets = []target{t}
+			}
+		}
+	}
 	sessions := make([][]*mcp.ClientSession, len(targets))
 	for i, t := range targets {
 		sessions[i] = openSessions(b, t, clients)

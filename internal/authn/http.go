@@ -34,26 +34,40 @@ type Challenge struct {
 // unavailable) with an RFC 6750 WWW-Authenticate challenge naming the
 // resource metadata; success puts the Identity in the request context.
 func (v *Verifier) Middleware(ch Challenge) func(http.Handler) http.Handler {
-	scope := strings.Join(ch.Scopes, " ")
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			raw, ok := bearer(r.Header.Get("Authorization"))
-			if !ok {
-				writeChallenge(w, ch, scope, &Error{Status: http.StatusUnauthorized, Description: "bearer token required"})
-				return
-			}
-			id, err := v.Verify(r.Context(), raw)
+			id, _, err := v.Authenticate(r)
 			if err != nil {
-				var ae *Error
-				if !errors.As(err, &ae) {
-					ae = &Error{Status: http.StatusUnauthorized, Code: "invalid_token", Description: "token rejected"}
-				}
-				writeChallenge(w, ch, scope, ae)
+				ch.Write(w, err)
 				return
 			}
 			next.ServeHTTP(w, r.WithContext(WithIdentity(r.Context(), id)))
 		})
 	}
+}
+
+// Authenticate verifies the request's bearer token and returns the identity
+// and the token itself (for a role source that must exchange it; never to be
+// stored or logged). Errors are *Error.
+func (v *Verifier) Authenticate(r *http.Request) (*Identity, string, error) {
+	raw, ok := bearer(r.Header.Get("Authorization"))
+	if !ok {
+		return nil, "", &Error{Status: http.StatusUnauthorized, Description: "bearer token required"}
+	}
+	id, err := v.Verify(r.Context(), raw)
+	if err != nil {
+		return nil, "", err
+	}
+	return id, raw, nil
+}
+
+// Write answers a failed authentication with its status and challenge.
+func (ch Challenge) Write(w http.ResponseWriter, err error) {
+	var ae *Error
+	if !errors.As(err, &ae) {
+		ae = &Error{Status: http.StatusUnauthorized, Code: "invalid_token", Description: "token rejected"}
+	}
+	writeChallenge(w, ch, strings.Join(ch.Scopes, " "), ae)
 }
 
 func bearer(h string) (string, bool) {

@@ -69,33 +69,27 @@ func (s *Server) protect(h http.Handler) http.Handler {
 		}
 		return nil, auth.ErrInvalidToken
 	}, &auth.RequireBearerTokenOptions{ClockSkew: s.cfg.Azure.ClockSkew})(h)
-	h = s.attach(h)
-	h = s.verifier.Middleware(authn.Challenge{
+	ch := authn.Challenge{
 		ResourceMetadataURL: s.cfg.Azure.BaseURL + "/.well-known/oauth-protected-resource" + s.endpointPath(),
 		Scopes:              s.fullScopes(),
-	})(h)
+	}
+	h = s.authenticate(h, ch)
 	return limitBody(h, s.cfg.MaxRequestBytes)
 }
 
 type tokenInfoKey struct{}
 
-// attach resolves the verified caller's roles and passes caller and request
-// facts to the MCP layer inside a per-request TokenInfo.
-func (s *Server) attach(next http.Handler) http.Handler {
+// authenticate verifies the caller, resolves its roles and passes caller and
+// request facts to the MCP layer inside the request's TokenInfo.
+func (s *Server) authenticate(next http.Handler, ch authn.Challenge) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id := authn.FromContext(r.Context())
-		if id == nil {
-			http.Error(w, "unauthenticated", http.StatusUnauthorized)
+		id, raw, err := s.verifier.Authenticate(r)
+		if err != nil {
+			ch.Write(w, err)
 			return
 		}
-		p := s.resolve(r.Context(), id, bearerToken(r))
-		ti := &auth.TokenInfo{
-			Scopes:     id.Scopes,
-			Expiration: id.Expiry,
-			UserID:     id.UserID(),
-			Extra:      map[string]any{extraKey: &requestFacts{p: p, remoteAddr: r.RemoteAddr, host: r.Host}},
-		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tokenInfoKey{}, ti)))
+		p := s.resolve(r.Context(), id, raw)
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tokenInfoKey{}, p.tokenInfo(r))))
 	})
 }
 

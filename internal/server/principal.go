@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"sync/atomic"
 	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/auth"
 
 	"github.com/mcpguard/mcpguard/internal/authn"
 	"github.com/mcpguard/mcpguard/internal/exchange"
@@ -28,6 +32,26 @@ type principal struct {
 	auth        *tools.AuthContext
 	// validUntil is when the roles must be resolved again.
 	validUntil time.Time
+	// lastTI is the TokenInfo of the last request, reused while requests
+	// come from the same connection address and host (keep-alive).
+	lastTI atomic.Pointer[auth.TokenInfo]
+}
+
+// tokenInfo is what the SDK carries to the MCP layer for this request.
+func (p *principal) tokenInfo(r *http.Request) *auth.TokenInfo {
+	if ti := p.lastTI.Load(); ti != nil {
+		if f := ti.Extra[extraKey].(*requestFacts); f.remoteAddr == r.RemoteAddr && f.host == r.Host {
+			return ti
+		}
+	}
+	ti := &auth.TokenInfo{
+		Scopes:     p.identity.Scopes,
+		Expiration: p.identity.Expiry,
+		UserID:     p.identity.UserID(),
+		Extra:      map[string]any{extraKey: &requestFacts{p: p, remoteAddr: r.RemoteAddr, host: r.Host}},
+	}
+	p.lastTI.Store(ti)
+	return ti
 }
 
 // resolve returns the principal of id, from the identity's cache when still valid.
