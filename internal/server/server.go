@@ -116,7 +116,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 
 func (s *Server) serverOptions(cache *mcp.SchemaCache) *mcp.ServerOptions {
 	return &mcp.ServerOptions{
-		Logger:      s.logger,
+		Logger:      quieter(s.logger),
 		SchemaCache: cache,
 		// Lists are filtered per caller: never let them be cached as public.
 		SetCacheable: func(_ context.Context, _ mcp.Request, c *mcp.Cacheable) {
@@ -124,6 +124,24 @@ func (s *Server) serverOptions(cache *mcp.SchemaCache) *mcp.ServerOptions {
 			c.TTLMs = 0
 		},
 	}
+}
+
+// quieter passes the SDK's records on at warning level and above only: its
+// per-session info lines are noise beside the server's own, unless debugging.
+func quieter(l *slog.Logger) *slog.Logger {
+	if l.Enabled(context.Background(), slog.LevelDebug) {
+		return l
+	}
+	return slog.New(minLevel{l.Handler(), slog.LevelWarn})
+}
+
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= m.min && m.Handler.Enabled(ctx, l)
 }
 
 func roleSource(cfg *config.Config) (exchange.Source, error) {
