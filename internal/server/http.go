@@ -31,7 +31,7 @@ func (s *Server) Handler() http.Handler {
 			Stateless:           s.cfg.Stateless,
 			JSONResponse:        s.cfg.Stateless,
 			MaxRequestBodyBytes: s.cfg.MaxRequestBytes,
-			Logger:              s.logger,
+			Logger:              quieter(s.logger),
 		})
 	}
 	mux.Handle(endpoint, s.protect(mcpHandler))
