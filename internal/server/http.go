@@ -227,3 +227,5 @@ func (w *sniffWriter) Flush() {
 		f.Flush()
 	}
 }
+
+func (w *sniffWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
