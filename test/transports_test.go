@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -108,10 +109,38 @@ func TestSSETransport(t *testing.T) {
 	_, err = cs.CallTool(ctx(t), &mcp.CallToolParams{Name: "admin_operation", Arguments: map[string]any{"operation": "x"}})
 	denial(t, err)
 
+	// A session opened by alice refuses mallory's valid token.
+	req, _ := http.NewRequest(http.MethodGet, sseURL, nil)
+	req.Header.Set("Authorization", "Bearer "+alice)
+	req.Header.Set("Accept", "text/event-stream")
+	getCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := http.DefaultClient.Do(req.WithContext(getCtx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	buf := make([]byte, 512)
+	n, _ := stream.Body.Read(buf)
+	i := strings.Index(string(buf[:n]), "?sessionid=")
+	if i < 0 {
+		t.Fatalf("no endpoint event: %q", buf[:n])
+	}
+	endpoint := strings.TrimSpace(strings.SplitN(string(buf[i:n]), "\n", 2)[0])
+	mallory := e.token(t, devidp.Token{User: "mallory", Roles: []string{"data_reader"}})
+	res := post(t, sseURL+endpoint, mallory, `{"jsonrpc":"2.0","id":1,"method":"ping"}`, nil)
+	if b := body(t, res); res.StatusCode != http.StatusForbidden || !strings.Contains(b, "another user") {
+		t.Fatalf("mallory on alice's SSE session: %d %s", res.StatusCode, b)
+	}
+	res = post(t, sseURL+endpoint, alice, initBody, nil)
+	if res.StatusCode != http.StatusAccepted {
+		t.Fatalf("alice on her SSE session: %d", res.StatusCode)
+	}
+
 	if _, err := connect("garbage"); err == nil {
 		t.Fatal("SSE connect with a garbage token succeeded")
 	}
-	res, err := http.Get(e.Base + "/.well-known/oauth-protected-resource/sse")
+	res, err = http.Get(e.Base + "/.well-known/oauth-protected-resource/sse")
 	if err != nil || res.StatusCode != 200 {
 		t.Fatalf("SSE resource metadata: %v %v", err, res)
 	}
