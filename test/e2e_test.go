@@ -234,7 +234,7 @@ func TestSessionBoundToUser(t *testing.T) {
 
 // Stateless mode serves each POST on its own, with the same decisions.
 func TestStateless(t *testing.T) {
-	e := start(t, startIssuer(t), map[string]string{"STATELESS": "true"})
+	e := start(t, startIssuer(t), map[string]string{"STATELESS": "true", "LIST_CACHE_TTL": "0"})
 	cs := e.connect(t, e.token(t, devidp.Token{User: "alice", Roles: []string{"data_reader"}}))
 	if got := toolNames(t, cs); !slices.Equal(got, []string{"get_current_user", "read_critical_data"}) {
 		t.Fatalf("stateless tools/list = %v", got)

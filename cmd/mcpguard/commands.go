@@ -113,10 +113,17 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 		for _, u := range un {
 			fmt.Fprintf(stdout, "%s %q: no rule in %s can ever allow it\n", u.Kind, u.Name, cfg.PolicyDir)
 		}
-		if len(un) > 0 {
+		bad, err := srv.Engine().CatalogErrors(ctx)
+		if err != nil {
+			return err
+		}
+		for _, b := range bad {
+			fmt.Fprintf(stdout, "%s: %s\n", cfg.PolicyDir, b)
+		}
+		if len(un) > 0 || len(bad) > 0 {
 			return exitError(1)
 		}
-		fmt.Fprintf(stdout, "every registered tool, resource and prompt can be allowed by %s\n", cfg.PolicyDir)
+		fmt.Fprintf(stdout, "every registered tool, resource and prompt can be allowed by %s, and its catalog is well formed\n", cfg.PolicyDir)
 		return nil
 	case "test":
 		dir := "policies"

@@ -65,6 +65,9 @@ type Config struct {
 
 	PolicyDir     string
 	PolicyTimeout time.Duration
+	// ListCacheTTL is how long a caller's filtered list is reused within a
+	// session (0: evaluate every list). Calls are always decided afresh.
+	ListCacheTTL time.Duration
 
 	RoleSource string
 	RolesFile  string

@@ -32,3 +32,28 @@ func (e *Engine) CanAllow(ctx context.Context, in *Input) (bool, error) {
 	}
 	return len(pq.Queries) > 0, nil
 }
+
+// CatalogErrorsQuery names malformed rows of the policy's data table.
+const CatalogErrorsQuery = "data.mcp.authz.catalog_errors"
+
+// CatalogErrors evaluates data.mcp.authz.catalog_errors, when the policy
+// defines it: each string names a catalog row no caller can satisfy because
+// it is malformed.
+func (e *Engine) CatalogErrors(ctx context.Context) ([]string, error) {
+	c := e.current.Load()
+	rs, err := rego.New(rego.Query(CatalogErrorsQuery), rego.Compiler(c.compiler), rego.Store(c.store)).Eval(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	if len(rs) > 0 && len(rs[0].Expressions) > 0 {
+		if list, ok := rs[0].Expressions[0].Value.([]any); ok {
+			for _, x := range list {
+				if s, ok := x.(string); ok {
+					out = append(out, s)
+				}
+			}
+		}
+	}
+	return out, nil
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"hash/maphash"
 	"strings"
 	"time"
 
@@ -165,7 +166,7 @@ func (s *Server) list(ctx context.Context, method string, req mcp.Request, in *p
 		return nil, s.deny(method, p, policy.Decision{ID: "", Reasons: []string{"unexpected list result"}}, errors.New("unexpected list result"))
 	}
 	in.MCP.Candidates = &cands
-	visible, err := s.engine.Visible(ctx, in)
+	visible, err := s.visible(ctx, p, in)
 	if err != nil {
 		return nil, s.deny(method, p, policy.Decision{Reasons: []string{"policy evaluation failed"}}, err)
 	}
@@ -189,6 +190,60 @@ func (s *Server) list(ctx context.Context, method string, req mcp.Request, in *p
 		return &out, nil
 	}
 	return nil, errors.New("unreachable")
+}
+
+// visible answers data.mcp.authz.visible, reusing this caller's answer for
+// the same session, method and candidates for LIST_CACHE_TTL. A list is
+// advice: every call is still decided on its own, so a list a moment stale
+// never lets a request through.
+func (s *Server) visible(ctx context.Context, p *principal, in *policy.Input) (map[string]struct{}, error) {
+	if s.cfg.ListCacheTTL <= 0 {
+		return s.engine.Visible(ctx, in)
+	}
+	key := visibleKey{method: in.MCP.Method, session: in.MCP.SessionID, candidates: candidatesHash(in.MCP.Candidates)}
+	now := time.Now()
+	p.visMu.Lock()
+	e, ok := p.vis[key]
+	p.visMu.Unlock()
+	if ok && now.Before(e.until) {
+		return e.set, nil
+	}
+	set, err := s.engine.Visible(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	p.visMu.Lock()
+	if p.vis == nil || len(p.vis) >= 64 {
+		p.vis = map[visibleKey]visibleEntry{}
+	}
+	p.vis[key] = visibleEntry{set: set, until: now.Add(s.cfg.ListCacheTTL)}
+	p.visMu.Unlock()
+	return set, nil
+}
+
+type visibleKey struct {
+	method, session string
+	candidates      uint64
+}
+
+type visibleEntry struct {
+	set   map[string]struct{}
+	until time.Time
+}
+
+var candidateSeed = maphash.MakeSeed()
+
+func candidatesHash(c *policy.Candidates) uint64 {
+	var h maphash.Hash
+	h.SetSeed(candidateSeed)
+	for _, list := range [][]policy.Candidate{c.Tools, c.Resources, c.ResourceTemplates, c.Prompts} {
+		for _, x := range list {
+			h.WriteString(x.Name)
+			h.WriteByte(0)
+		}
+		h.WriteByte(1)
+	}
+	return h.Sum64()
 }
 
 func keep[T any](items []T, visible map[string]struct{}, key func(T) string) []T {

@@ -111,6 +111,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 			s.logger.Warn("no policy rule can ever allow this", "kind", u.Kind, "name", u.Name)
 		}
 	}
+	if bad, err := s.engine.CatalogErrors(ctx); err == nil {
+		for _, b := range bad {
+			s.logger.Warn("malformed policy catalog row: it allows nobody", "problem", b)
+		}
+	}
 	return s, nil
 }
 
