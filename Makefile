@@ -41,8 +41,12 @@ fmt:
 	gofmt -w cmd internal tools test
 	$(GO) tool opa fmt -w policies/
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./internal/policy/ ./test/bench/
+bench: ## the figures in docs/PERFORMANCE.md
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3s -count 3 ./internal/policy/
+	$(GO) test -run '^$$' -bench VerifyCached -benchmem ./internal/authn/
+	$(GO) test -run '^$$' -bench 'ToolsCall' -benchtime 40x -count 2 ./test/
+	$(GO) test -run '^$$' -bench 'ToolsList' -benchtime 6x ./test/
+	$(GO) test -run '^$$' -bench 'Handler' -benchmem -benchtime 3s ./test/
 
 docker:
 	docker build --target production -t mcpguard:latest .

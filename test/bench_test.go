@@ -70,6 +70,11 @@ type target struct {
 // ("guarded"); the same binary with ENABLE_AUTH=false and an allow-all
 // policy ("open"); and the bare Go SDK with no middleware ("bare").
 func benchTargets(b *testing.B, nTools int, vars map[string]string) []target {
+	return benchTargetsFor(b, nTools, vars, []string{"role_00", "role_13", "role_27", "api.role_03"})
+}
+
+// benchTargetsFor is benchTargets with the guarded caller's app roles.
+func benchTargetsFor(b *testing.B, nTools int, vars map[string]string, roles []string) []target {
 	b.Helper()
 	iss := startIssuer(b)
 	scaled := b.TempDir()
@@ -102,7 +107,9 @@ func benchTargets(b *testing.B, nTools int, vars map[string]string) []target {
 	bs := httptest.NewServer(bareHandler)
 	b.Cleanup(bs.Close)
 
-	tok := guarded.token(b, devidp.Token{User: "bench", Roles: []string{"role_00", "role_13", "role_27", "api.role_03"}})
+	<-guarded.Server.Linted()
+	<-open.Server.Linted()
+	tok := guarded.token(b, devidp.Token{User: "bench", Roles: roles})
 	return []target{
 		{"guarded", guarded.URL, tok, guarded.Server.Handler()},
 		{"open", open.URL, "", open.Server.Handler()},
@@ -217,43 +224,84 @@ func BenchmarkToolsCall(b *testing.B) {
 }
 
 // BenchmarkToolsList: tools/list with 1,000 registered tools, filtered by the
-// policy (guarded) vs the open and bare servers, 4 clients, 4×10 lists a round.
+// policy (guarded) vs the open and bare servers, 4 clients, 4×10 lists a
+// round. "all-visible": the guarded caller holds every role, so all three
+// answer the same 1,000 tools and the difference is the filtering alone;
+// "three-roles": the realistic caller, who is shown a short list.
 func BenchmarkToolsList(b *testing.B) {
-	interleave(b, benchTargets(b, 1000, nil), 4, 10, func(cs *mcp.ClientSession) error {
-		res, err := cs.ListTools(context.Background(), nil)
-		if err != nil {
-			return err
-		}
-		if len(res.Tools) == 0 {
-			return fmt.Errorf("empty list")
-		}
-		return nil
-	})
+	var all []string
+	for i := range 50 {
+		all = append(all, policytest.RoleName(i), "api."+policytest.RoleName(i))
+	}
+	for _, c := range []struct {
+		name  string
+		roles []string
+		vars  map[string]string
+	}{
+		{"all-visible", all, nil},
+		{"all-visible-uncached", all, map[string]string{"LIST_CACHE_TTL": "0"}},
+		{"three-roles", []string{"role_00", "role_13", "role_27", "api.role_03"}, nil},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			interleave(b, benchTargetsFor(b, 1000, c.vars, c.roles), 4, 10, func(cs *mcp.ClientSession) error {
+				res, err := cs.ListTools(context.Background(), nil)
+				if err != nil {
+					return err
+				}
+				if len(res.Tools) == 0 {
+					return fmt.Errorf("empty list")
+				}
+				return nil
+			})
+		})
+	}
 }
 
-// BenchmarkHandler measures one stateless tools/call through the HTTP
-// handler in process (no network, no client decoding): the server-side time
-// and allocations per authorized request, guarded vs open vs bare.
+// BenchmarkHandler measures single stateless requests through the HTTP
+// handler in process (no network, no client): the server-side time and
+// allocations per authorized request, guarded vs open vs bare. tools/call on
+// 200 tools; tools/list on 1,000 tools, all visible to the caller, with the
+// list cache on (the default) and off.
 func BenchmarkHandler(b *testing.B) {
-	targets := benchTargets(b, 200, map[string]string{"STATELESS": "true"})
-	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + policytest.ToolName(0) + `","arguments":{"text":"hello"}}}`
-	for _, t := range targets {
-		b.Run(t.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				req := httptest.NewRequest(http.MethodPost, t.url, strings.NewReader(body))
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("Accept", "application/json, text/event-stream")
-				req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
-				if t.token != "" {
-					req.Header.Set("Authorization", "Bearer "+t.token)
+	var all []string
+	for i := range 50 {
+		all = append(all, policytest.RoleName(i), "api."+policytest.RoleName(i))
+	}
+	call := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + policytest.ToolName(0) + `","arguments":{"text":"hello"}}}`
+	list := `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+	for _, c := range []struct {
+		name, body string
+		tools      int
+		vars       map[string]string
+		roles      []string
+	}{
+		{"tools-call", call, 200, nil, []string{"role_00", "role_13", "role_27", "api.role_03"}},
+		{"tools-list-1000", list, 1000, nil, all},
+		{"tools-list-1000-uncached", list, 1000, map[string]string{"LIST_CACHE_TTL": "0"}, all},
+	} {
+		vars := map[string]string{"STATELESS": "true"}
+		for k, v := range c.vars {
+			vars[k] = v
+		}
+		targets := benchTargetsFor(b, c.tools, vars, c.roles)
+		for _, t := range targets {
+			b.Run(c.name+"/"+t.name, func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					req := httptest.NewRequest(http.MethodPost, t.url, strings.NewReader(c.body))
+					req.Header.Set("Content-Type", "application/json")
+					req.Header.Set("Accept", "application/json, text/event-stream")
+					req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+					if t.token != "" {
+						req.Header.Set("Authorization", "Bearer "+t.token)
+					}
+					rec := httptest.NewRecorder()
+					t.handler.ServeHTTP(rec, req)
+					if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"result"`) {
+						b.Fatalf("%s: %d %.300s", t.name, rec.Code, rec.Body.String())
+					}
 				}
-				rec := httptest.NewRecorder()
-				t.handler.ServeHTTP(rec, req)
-				if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"result"`) {
-					b.Fatalf("%s: %d %s", t.name, rec.Code, rec.Body.String())
-				}
-			}
-		})
+			})
+		}
 	}
 }

@@ -34,7 +34,7 @@ type fixture struct {
 	down atomic.Bool
 }
 
-func newFixture(t *testing.T, mod func(*authn.Config)) *fixture {
+func newFixture(t testing.TB, mod func(*authn.Config)) *fixture {
 	t.Helper()
 	f := &fixture{}
 	key, err := devidp.NewKey()
@@ -73,7 +73,7 @@ func newFixture(t *testing.T, mod func(*authn.Config)) *fixture {
 	return f
 }
 
-func (f *fixture) mint(t *testing.T, tok devidp.Token) string {
+func (f *fixture) mint(t testing.TB, tok devidp.Token) string {
 	t.Helper()
 	if tok.Audience == "" {
 		tok.Audience = client
@@ -293,4 +293,19 @@ func tamper(t *testing.T, tok string) string {
 	payload = []byte(strings.Replace(string(payload), `"tid"`, `"tid2":"x","tid"`, 1))
 	parts[1] = base64.RawURLEncoding.EncodeToString(payload)
 	return strings.Join(parts, ".")
+}
+
+// BenchmarkVerifyCached is the per-request cost of a token seen before.
+func BenchmarkVerifyCached(b *testing.B) {
+	f := newFixture(b, nil)
+	tok, _ := f.iss.Mint(devidp.Token{Audience: client, Scopes: []string{"read"}})
+	if _, err := f.v.Verify(context.Background(), tok); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := f.v.Verify(context.Background(), tok); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

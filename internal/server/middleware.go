@@ -201,6 +201,9 @@ func (s *Server) visible(ctx context.Context, p *principal, in *policy.Input) (m
 		return s.engine.Visible(ctx, in)
 	}
 	key := visibleKey{method: in.MCP.Method, session: in.MCP.SessionID, candidates: candidatesHash(in.MCP.Candidates)}
+	if s.cfg.Stateless {
+		key.session = "" // each stateless request has a throwaway session of its own
+	}
 	now := time.Now()
 	p.visMu.Lock()
 	e, ok := p.vis[key]

@@ -38,6 +38,7 @@ type Server struct {
 
 	register  func(*mcp.Server)
 	anonymous *principal
+	linted    chan struct{}
 	// stdioToken authenticates the stdio transport's one caller.
 	stdioToken string
 }
@@ -104,18 +105,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	s.mcp.AddReceivingMiddleware(s.authorizer(nil))
 	s.anonymous = s.newPrincipal(ctx, authn.Anonymous, "")
 
-	if unreachable, err := s.Unreachable(ctx); err != nil {
-		s.logger.Warn("policy lint failed", "error", err)
-	} else {
-		for _, u := range unreachable {
-			s.logger.Warn("no policy rule can ever allow this", "kind", u.Kind, "name", u.Name)
-		}
-	}
-	if bad, err := s.engine.CatalogErrors(ctx); err == nil {
-		for _, b := range bad {
-			s.logger.Warn("malformed policy catalog row: it allows nobody", "problem", b)
-		}
-	}
+	// The lint partially evaluates the policy once per registered item: with
+	// a large catalog that takes a while, so it reports in the background.
+	s.linted = make(chan struct{})
+	go func() {
+		defer close(s.linted)
+		s.lint(context.WithoutCancel(ctx))
+	}()
 	return s, nil
 }
 
@@ -163,6 +159,25 @@ func roleSource(cfg *config.Config) (exchange.Source, error) {
 	}
 	return nil, fmt.Errorf("ROLE_SOURCE=%q is unknown", cfg.RoleSource)
 }
+
+// lint logs what the policy can never allow and its malformed catalog rows.
+func (s *Server) lint(ctx context.Context) {
+	if unreachable, err := s.Unreachable(ctx); err != nil {
+		s.logger.Warn("policy lint failed", "error", err)
+	} else {
+		for _, u := range unreachable {
+			s.logger.Warn("no policy rule can ever allow this", "kind", u.Kind, "name", u.Name)
+		}
+	}
+	if bad, err := s.engine.CatalogErrors(ctx); err == nil {
+		for _, b := range bad {
+			s.logger.Warn("malformed policy catalog row: it allows nobody", "problem", b)
+		}
+	}
+}
+
+// Linted is closed when the start-up policy lint has finished.
+func (s *Server) Linted() <-chan struct{} { return s.linted }
 
 // MCP is the underlying SDK server (for tests and in-process transports).
 func (s *Server) MCP() *mcp.Server { return s.mcp }
