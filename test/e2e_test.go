@@ -242,3 +242,18 @@ func TestStateless(t *testing.T) {
 	_, err := cs.CallTool(ctx(t), &mcp.CallToolParams{Name: "admin_operation", Arguments: map[string]any{"operation": "x"}})
 	denial(t, err)
 }
+
+// With the list cache on, stateless callers still each get their own list.
+func TestStatelessListCachePerCaller(t *testing.T) {
+	e := start(t, startIssuer(t), map[string]string{"STATELESS": "true", "LIST_CACHE_TTL": "1m"})
+	alice := e.connect(t, e.token(t, devidp.Token{User: "alice", Roles: []string{"data_reader"}}))
+	bob := e.connect(t, e.token(t, devidp.Token{User: "bob", Roles: []string{"finance", "executive"}}))
+	for range 3 {
+		if got := toolNames(t, alice); !slices.Equal(got, []string{"get_current_user", "read_critical_data"}) {
+			t.Fatalf("alice: %v", got)
+		}
+		if got := toolNames(t, bob); !slices.Equal(got, []string{"approve_budget", "get_current_user"}) {
+			t.Fatalf("bob: %v", got)
+		}
+	}
+}

@@ -299,6 +299,7 @@ func FromSource(src Source) (*Config, error) {
 		StdioAccessToken: r.str("STDIO_ACCESS_TOKEN", ""),
 		PolicyDir:        r.str("POLICY_DIR", "policies"),
 		PolicyTimeout:    r.duration("POLICY_TIMEOUT", 100*time.Millisecond),
+		ListCacheTTL:     r.duration("LIST_CACHE_TTL", 10*time.Second),
 		RolesFile:        r.str("ROLES_FILE", ""),
 
 		JWTSigningKey:        r.str("JWT_SIGNING_KEY", ""),

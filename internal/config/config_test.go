@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func from(m map[string]string) Source {
@@ -111,5 +112,17 @@ func TestBadDotenv(t *testing.T) {
 	_ = os.WriteFile(p, []byte("NOEQUALS\n"), 0o600)
 	if _, err := ReadDotEnv(p); err == nil || !strings.Contains(err.Error(), ":1:") {
 		t.Fatalf("%v", err)
+	}
+}
+
+func TestListCacheTTL(t *testing.T) {
+	base := map[string]string{"ENABLE_AUTH": "false"}
+	c, err := FromSource(from(base))
+	if err != nil || c.ListCacheTTL != 10*time.Second {
+		t.Fatalf("default: %v %v", c, err)
+	}
+	base["LIST_CACHE_TTL"] = "0"
+	if c, _ := FromSource(from(base)); c.ListCacheTTL != 0 {
+		t.Fatalf("0 must turn the cache off: %v", c.ListCacheTTL)
 	}
 }
