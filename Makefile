@@ -5,7 +5,7 @@ BIN      ?= bin/mcpguard
 PKGS     := ./...
 export GOFLAGS := -buildvcs=false
 
-.PHONY: run build test test-go test-policy test-e2e bench lint fmt docker tools-ts clean
+.PHONY: run build deps test test-go test-policy test-e2e bench lint fmt docker tools-ts clean
 
 run: ## serve on 127.0.0.1:8000 with the dev identity provider, static roles, no cloud account
 	DEV_IDP=true HOST=127.0.0.1 PORT=8000 LOG_FORMAT=text $(GO) run ./cmd/mcpguard serve
@@ -13,10 +13,16 @@ run: ## serve on 127.0.0.1:8000 with the dev identity provider, static roles, no
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(BIN) ./cmd/mcpguard
 
-test: lint test-policy test-go test-e2e ## everything CI runs
+test: deps lint test-policy test-go test-e2e ## everything CI runs
+
+# System packages the tests run for real: Debian's redis-server.
+deps:
+	@command -v redis-server >/dev/null || { \
+	  echo "installing redis-server (Debian package)"; \
+	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server >/dev/null; }
 
 test-go:
-	$(GO) test -race -count=1 $(PKGS)
+	MCPGUARD_REDIS=1 $(GO) test -race -count=1 $(PKGS)
 
 test-policy:
 	$(GO) tool opa test policies/ -v --coverage --threshold 90 --format=json > /dev/null
