@@ -3,18 +3,14 @@ package authn
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
 )
@@ -59,12 +55,7 @@ type Verifier struct {
 	tenants map[string]bool
 	now     func() time.Time
 
-	keysMu      sync.Mutex // serialises fetches
-	keys        jwk.Set    // guarded by keysMu for writes; read via keySet()
-	keysRW      sync.RWMutex
-	fetchedAt   time.Time
-	lastAttempt time.Time
-	jwksURI     string
+	keys *KeySet
 
 	cache *tokenCache
 }
@@ -88,6 +79,8 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 		cfg.CacheSize = 10000
 	}
 	v := &Verifier{cfg: cfg, tenants: map[string]bool{}, now: time.Now, cache: newTokenCache(cfg.CacheSize)}
+	disco := cfg.AuthorityHost + "/" + cfg.TenantID + "/v2.0/.well-known/openid-configuration"
+	v.keys = &KeySet{Discovery: disco, RefreshMinInterval: cfg.RefreshMinInterval, MaxAge: cfg.KeysMaxAge, HTTPClient: cfg.HTTPClient}
 	switch t := strings.ToLower(cfg.TenantID); t {
 	case "common", "organizations", "consumers":
 	default:
@@ -136,7 +129,7 @@ func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Iden
 	if kid == "" {
 		return nil, invalid("token has no key id")
 	}
-	key, err := v.key(ctx, kid, now)
+	key, err := v.keys.Key(ctx, kid, now)
 	if err != nil {
 		return nil, err
 	}
@@ -273,94 +266,6 @@ func strings1(v any) []string {
 		return []string{x}
 	}
 	return nil
-}
-
-// key finds the verification key for kid, refreshing the key set when the kid
-// is unknown (at most once per RefreshMinInterval) or the set is stale.
-func (v *Verifier) key(ctx context.Context, kid string, now time.Time) (jwk.Key, error) {
-	set, fetched := v.keySet()
-	if set != nil {
-		if k, ok := set.LookupKeyID(kid); ok && now.Sub(fetched) < v.cfg.KeysMaxAge {
-			return k, nil
-		}
-	}
-	set, err := v.refresh(ctx, now, set == nil)
-	if set == nil {
-		return nil, &Error{Status: http.StatusServiceUnavailable, Code: "temporarily_unavailable",
-			Description: "identity provider keys are unavailable", err: err}
-	}
-	if k, ok := set.LookupKeyID(kid); ok {
-		return k, nil
-	}
-	return nil, invalid("token signed by an unknown key")
-}
-
-func (v *Verifier) keySet() (jwk.Set, time.Time) {
-	v.keysRW.RLock()
-	defer v.keysRW.RUnlock()
-	return v.keys, v.fetchedAt
-}
-
-// refresh fetches the key set unless another fetch happened too recently. It
-// returns the current set (possibly the old one) and the fetch error, if any.
-func (v *Verifier) refresh(ctx context.Context, now time.Time, force bool) (jwk.Set, error) {
-	v.keysMu.Lock()
-	defer v.keysMu.Unlock()
-	set, _ := v.keySet()
-	if !force && now.Sub(v.lastAttempt) < v.cfg.RefreshMinInterval {
-		return set, nil
-	}
-	if force && set == nil && now.Sub(v.lastAttempt) < time.Second {
-		return nil, errors.New("key fetch failed moments ago")
-	}
-	v.lastAttempt = now
-	fresh, err := v.fetch(ctx)
-	if err != nil {
-		return set, err
-	}
-	v.keysRW.Lock()
-	v.keys, v.fetchedAt = fresh, now
-	v.keysRW.Unlock()
-	return fresh, nil
-}
-
-func (v *Verifier) fetch(ctx context.Context) (jwk.Set, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if v.jwksURI == "" {
-		disco := v.cfg.AuthorityHost + "/" + v.cfg.TenantID + "/v2.0/.well-known/openid-configuration"
-		var doc struct {
-			JWKSURI string `json:"jwks_uri"`
-		}
-		if err := v.getJSON(ctx, disco, &doc); err != nil {
-			return nil, fmt.Errorf("discovery at %s: %w", disco, err)
-		}
-		if doc.JWKSURI == "" {
-			return nil, fmt.Errorf("discovery at %s: no jwks_uri", disco)
-		}
-		v.jwksURI = doc.JWKSURI
-	}
-	set, err := jwk.Fetch(ctx, v.jwksURI, jwk.WithHTTPClient(v.cfg.HTTPClient))
-	if err != nil {
-		return nil, fmt.Errorf("keys at %s: %w", v.jwksURI, err)
-	}
-	return set, nil
-}
-
-func (v *Verifier) getJSON(ctx context.Context, url string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	res, err := v.cfg.HTTPClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("status %s", res.Status)
-	}
-	return json.NewDecoder(io.LimitReader(res.Body, 1<<20)).Decode(out)
 }
 
 // Error is an authentication failure with the HTTP status and OAuth error
