@@ -144,3 +144,17 @@ func TestCrossOriginRefused(t *testing.T) {
 		t.Fatalf("cross-site request: %d", res.StatusCode)
 	}
 }
+
+// Keycloak unreachable: every request is refused with a clear error, never let through.
+func TestKeycloakUnreachableRefuses(t *testing.T) {
+	e := start(t, startIssuer(t), map[string]string{
+		"ROLE_SOURCE": "keycloak", "KEYCLOAK_SERVER_URL": "http://127.0.0.1:1", "KEYCLOAK_REALM": "mcpguard",
+		"KEYCLOAK_CLIENT_ID": "mcpguard", "KEYCLOAK_CLIENT_SECRET": "x",
+	})
+	tok := e.token(t, devidp.Token{User: "alice", Roles: []string{"data_reader"}})
+	res := post(t, e.URL, tok, initBody, nil)
+	b := body(t, res)
+	if !strings.Contains(b, "-32031") || !strings.Contains(b, "authorization service unavailable") {
+		t.Fatalf("Keycloak down: %d %s", res.StatusCode, b)
+	}
+}

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mcpguard/mcpguard/internal/store"
 )
 
 // Transports the server can speak.
@@ -110,6 +112,9 @@ type Keycloak struct {
 	IDPAlias     string
 	Grant        string
 	Audience     string
+	Scope        string
+	// ClientAuth is how the client authenticates: basic or post.
+	ClientAuth string
 }
 
 // Redis locates the shared store.
@@ -366,6 +371,8 @@ func FromSource(src Source) (*Config, error) {
 		IDPAlias:     r.str("KEYCLOAK_IDP_ALIAS", "entra"),
 		Grant:        r.oneOf("KEYCLOAK_GRANT", "token-exchange", "token-exchange", "jwt-bearer"),
 		Audience:     r.str("KEYCLOAK_AUDIENCE", ""),
+		Scope:        r.str("KEYCLOAK_SCOPE", ""),
+		ClientAuth:   r.oneOf("KEYCLOAK_CLIENT_AUTH", "basic", "basic", "post"),
 	}
 	c.Redis = Redis{
 		URL:      r.str("REDIS_URL", ""),
@@ -435,6 +442,16 @@ func (c *Config) validate(r *reader) {
 	}
 	if (c.Redis.URL != "" || c.Redis.Host != "") && c.StorageEncryptionKey == "" {
 		r.fail("STORAGE_ENCRYPTION_KEY", "required when Redis is configured: nothing is stored in Redis unencrypted")
+	}
+	if c.StorageEncryptionKey != "" {
+		if _, err := store.ParseKeys(c.StorageEncryptionKey); err != nil {
+			r.fail("STORAGE_ENCRYPTION_KEY", "%v (generate one with `mcpguard keys generate`)", err)
+		}
+	}
+	if c.RoleSource == RoleSourceKeycloak && c.Keycloak.ServerURL != "" {
+		if err := checkAuthority(c.Keycloak.ServerURL); err != nil {
+			r.fail("KEYCLOAK_SERVER_URL", "%v", err)
+		}
 	}
 	if c.Environment == "production" && c.Transport != TransportStdio && !c.EnableAuth {
 		r.fail("ENABLE_AUTH", "cannot be false in production over %s", c.Transport)

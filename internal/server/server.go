@@ -6,9 +6,11 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -18,6 +20,7 @@ import (
 	"github.com/mcpguard/mcpguard/internal/devidp"
 	"github.com/mcpguard/mcpguard/internal/exchange"
 	"github.com/mcpguard/mcpguard/internal/policy"
+	"github.com/mcpguard/mcpguard/internal/store"
 	"github.com/mcpguard/mcpguard/tools"
 )
 
@@ -90,7 +93,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 
 	s.roles = opts.Roles
 	if s.roles == nil {
-		if s.roles, err = roleSource(cfg); err != nil {
+		if s.roles, err = roleSource(cfg, opts.Logger); err != nil {
 			return nil, err
 		}
 	}
@@ -127,6 +130,34 @@ func (s *Server) serverOptions(cache *mcp.SchemaCache) *mcp.ServerOptions {
 	}
 }
 
+// roleCache is where exchanged roles are kept: in memory, or in Redis with
+// memory standing in while Redis is down; sealed with STORAGE_ENCRYPTION_KEY
+// whenever a key is set (always, with Redis).
+func roleCache(cfg *config.Config, logger *slog.Logger) (store.Store, error) {
+	var st store.Store = store.NewMemory(0)
+	if cfg.Redis.URL != "" || cfg.Redis.Host != "" {
+		var addrs []string
+		if cfg.Redis.Host != "" {
+			for _, h := range strings.Split(cfg.Redis.Host, ",") {
+				addrs = append(addrs, net.JoinHostPort(strings.TrimSpace(h), strconv.Itoa(cfg.Redis.Port)))
+			}
+		}
+		r, err := store.NewRedis(store.RedisOptions{URL: cfg.Redis.URL, Addrs: addrs, Password: cfg.Redis.Password, Prefix: "mcpguard:"})
+		if err != nil {
+			return nil, err
+		}
+		st = store.NewFallback(r, st, logger)
+	}
+	if cfg.StorageEncryptionKey == "" {
+		return st, nil
+	}
+	keys, err := store.ParseKeys(cfg.StorageEncryptionKey)
+	if err != nil {
+		return nil, fmt.Errorf("STORAGE_ENCRYPTION_KEY: %w", err)
+	}
+	return store.NewEncrypted(st, keys)
+}
+
 // quieter passes the SDK's records on at warning level and above only: its
 // per-session info lines are noise beside the server's own, unless debugging.
 func quieter(l *slog.Logger) *slog.Logger {
@@ -145,7 +176,7 @@ func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
 	return l >= m.min && m.Handler.Enabled(ctx, l)
 }
 
-func roleSource(cfg *config.Config) (exchange.Source, error) {
+func roleSource(cfg *config.Config, logger *slog.Logger) (exchange.Source, error) {
 	switch cfg.RoleSource {
 	case config.RoleSourceToken:
 		return exchange.TokenRoles{}, nil
@@ -155,7 +186,16 @@ func roleSource(cfg *config.Config) (exchange.Source, error) {
 		}
 		return exchange.LoadStaticRoles(cfg.RolesFile)
 	case config.RoleSourceKeycloak:
-		return nil, errors.New("ROLE_SOURCE=keycloak: the Keycloak role source is not built yet; use static or token")
+		cache, err := roleCache(cfg, logger)
+		if err != nil {
+			return nil, err
+		}
+		return exchange.NewKeycloak(exchange.KeycloakConfig{
+			ServerURL: cfg.Keycloak.ServerURL, Realm: cfg.Keycloak.Realm,
+			ClientID: cfg.Keycloak.ClientID, ClientSecret: cfg.Keycloak.ClientSecret,
+			IDPAlias: cfg.Keycloak.IDPAlias, Grant: cfg.Keycloak.Grant,
+			Audience: cfg.Keycloak.Audience, Scope: cfg.Keycloak.Scope, ClientAuth: cfg.Keycloak.ClientAuth,
+		}, cache, logger)
 	}
 	return nil, fmt.Errorf("ROLE_SOURCE=%q is unknown", cfg.RoleSource)
 }
