@@ -18,6 +18,7 @@ import (
 	"github.com/mcpguard/mcpguard/internal/authn"
 	"github.com/mcpguard/mcpguard/internal/devidp"
 	"github.com/mcpguard/mcpguard/internal/store"
+	"github.com/mcpguard/mcpguard/internal/store/storetest"
 )
 
 // tokenEndpoint is the token and certs endpoints of one Keycloak realm, as
@@ -25,7 +26,7 @@ import (
 // with the realm's JWKS. The integration tests in test/ run the real one;
 // this one can also fail on purpose.
 type tokenEndpoint struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *httptest.Server
 	signer  *devidp.Issuer
 	calls   atomic.Int64
@@ -39,7 +40,7 @@ type tokenEndpoint struct {
 	forger  *devidp.Issuer // signs with a key the realm does not publish
 }
 
-func newTokenEndpoint(t *testing.T) *tokenEndpoint {
+func newTokenEndpoint(t testing.TB) *tokenEndpoint {
 	te := &tokenEndpoint{t: t}
 	key, _ := devidp.NewKey()
 	te.srv = httptest.NewServer(http.HandlerFunc(te.serve))
@@ -287,6 +288,61 @@ func TestRefusals(t *testing.T) {
 			if te.calls.Load() != 1 {
 				t.Fatalf("a refusal was retried: %d calls", te.calls.Load())
 			}
+		})
+	}
+}
+
+// BenchmarkKeycloakCacheHit is the added cost per request of a cached
+// exchange result: memory, and Redis (a real redis-server on loopback),
+// sealed with AES-256-GCM as the server stores them.
+func BenchmarkKeycloakCacheHit(b *testing.B) {
+	te := newTokenEndpoint(b)
+	key := make([]byte, 32)
+	for _, c := range []struct {
+		name    string
+		noLocal bool
+		st      func(b *testing.B) store.Store
+	}{
+		{"in-process", false, func(*testing.B) store.Store { return store.NewMemory(0) }},
+		{"memory-store", true, func(*testing.B) store.Store { return store.NewMemory(0) }},
+		{"memory-store-sealed", true, func(*testing.B) store.Store { e, _ := store.NewEncrypted(store.NewMemory(0), [][]byte{key}); return e }},
+		{"redis-sealed", true, func(b *testing.B) store.Store {
+			addr, _ := storetest.RedisServer(b)
+			r, err := store.NewRedis(store.RedisOptions{Addrs: []string{addr}, Password: storetest.Password})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = r.Close() })
+			e, _ := store.NewEncrypted(store.NewFallback(r, store.NewMemory(0), nil), [][]byte{key})
+			return e
+		}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			k, err := NewKeycloak(KeycloakConfig{ServerURL: te.srv.URL, Realm: "r", ClientID: "mcpguard", ClientSecret: "s"}, c.st(b), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			k.noLocal = c.noLocal
+			id := caller("bench-token", time.Hour)
+			if _, err := k.Resolve(context.Background(), id, "bench-token"); err != nil {
+				b.Fatal(err)
+			}
+			lat := make([]time.Duration, 0, 1<<16)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				t0 := time.Now()
+				if _, err := k.Resolve(context.Background(), id, "bench-token"); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			b.StopTimer()
+			if k.Exchanges() != 1 {
+				b.Fatalf("%d exchanges: the cache was missed", k.Exchanges())
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
 		})
 	}
 }

@@ -1,4 +1,4 @@
-package store
+package store_test
 
 import (
 	"bytes"
@@ -6,58 +6,12 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"strconv"
 	"testing"
 	"time"
-)
 
-// redisServer runs Debian's redis-server on a free loopback port. Outside
-// make test a missing binary skips; with MCPGUARD_REDIS=1 it fails.
-func redisServer(t *testing.T) (addr string, stop func()) {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("MCPGUARD_REDIS") == "1" {
-			t.Fatal("redis-server not installed (make test installs it)")
-		}
-		t.Skip("SKIPPED: redis-server not installed; run `make test`, which installs it")
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--requirepass", "test-pass")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addr = "127.0.0.1:" + strconv.Itoa(port)
-	for i := 0; ; i++ {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if i > 100 {
-			t.Fatalf("redis-server did not listen on %s", addr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	stopped := false
-	stop = func() {
-		if !stopped {
-			stopped = true
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	}
-	t.Cleanup(stop)
-	return addr, stop
-}
+	"github.com/mcpguard/mcpguard/internal/store"
+	"github.com/mcpguard/mcpguard/internal/store/storetest"
+)
 
 func key32() []byte {
 	k := make([]byte, 32)
@@ -67,15 +21,13 @@ func key32() []byte {
 
 func TestMemoryExpiryAndBound(t *testing.T) {
 	ctx := context.Background()
-	m := NewMemory(100)
-	now := time.Now()
-	m.now = func() time.Time { return now }
-	_ = m.Set(ctx, "a", []byte("1"), time.Second)
+	m := store.NewMemory(100)
+	_ = m.Set(ctx, "a", []byte("1"), 50*time.Millisecond)
 	if v, err := m.Get(ctx, "a"); err != nil || string(v) != "1" {
 		t.Fatalf("%q %v", v, err)
 	}
-	now = now.Add(2 * time.Second)
-	if _, err := m.Get(ctx, "a"); !errors.Is(err, ErrNotFound) {
+	time.Sleep(80 * time.Millisecond)
+	if _, err := m.Get(ctx, "a"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("expired value served: %v", err)
 	}
 	for i := range 1000 {
@@ -88,9 +40,9 @@ func TestMemoryExpiryAndBound(t *testing.T) {
 
 func TestEncryptedSealsAndRotates(t *testing.T) {
 	ctx := context.Background()
-	inner := NewMemory(0)
+	inner := store.NewMemory(0)
 	old, fresh := key32(), key32()
-	e1, _ := NewEncrypted(inner, [][]byte{old})
+	e1, _ := store.NewEncrypted(inner, [][]byte{old})
 	secret := []byte(`{"roles":["data_reader"]}`)
 	if err := e1.Set(ctx, "k", secret, time.Minute); err != nil {
 		t.Fatal(err)
@@ -100,33 +52,33 @@ func TestEncryptedSealsAndRotates(t *testing.T) {
 		t.Fatal("plain text reached the inner store")
 	}
 	// The new key first: old values still open, new ones are sealed with the new key.
-	e2, _ := NewEncrypted(inner, [][]byte{fresh, old})
+	e2, _ := store.NewEncrypted(inner, [][]byte{fresh, old})
 	if v, err := e2.Get(ctx, "k"); err != nil || !bytes.Equal(v, secret) {
 		t.Fatalf("rotation: %q %v", v, err)
 	}
 	_ = e2.Set(ctx, "k2", secret, time.Minute)
-	if _, err := e1.Get(ctx, "k2"); !errors.Is(err, ErrUnreadable) {
+	if _, err := e1.Get(ctx, "k2"); !errors.Is(err, store.ErrUnreadable) {
 		t.Fatalf("a value sealed with the new key opened with the old alone: %v", err)
 	}
 	// A value moved under another key does not open.
 	_ = inner.Set(ctx, "moved", raw, time.Minute)
-	if _, err := e1.Get(ctx, "moved"); !errors.Is(err, ErrUnreadable) {
+	if _, err := e1.Get(ctx, "moved"); !errors.Is(err, store.ErrUnreadable) {
 		t.Fatalf("moved value opened: %v", err)
 	}
 	_ = inner.Set(ctx, "short", []byte("x"), time.Minute)
-	if _, err := e1.Get(ctx, "short"); !errors.Is(err, ErrUnreadable) {
+	if _, err := e1.Get(ctx, "short"); !errors.Is(err, store.ErrUnreadable) {
 		t.Fatalf("truncated value: %v", err)
 	}
 }
 
 func TestParseKeys(t *testing.T) {
-	if _, err := ParseKeys("dG9vIHNob3J0"); err == nil {
+	if _, err := store.ParseKeys("dG9vIHNob3J0"); err == nil {
 		t.Fatal("short key accepted")
 	}
-	if _, err := ParseKeys("!!!"); err == nil {
+	if _, err := store.ParseKeys("!!!"); err == nil {
 		t.Fatal("non-base64 accepted")
 	}
-	k, err := ParseKeys("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=, AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=")
+	k, err := store.ParseKeys("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=, AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=")
 	if err != nil || len(k) != 2 {
 		t.Fatalf("%v %d", err, len(k))
 	}
@@ -134,8 +86,8 @@ func TestParseKeys(t *testing.T) {
 
 func TestRedisEncryptedAndFallback(t *testing.T) {
 	ctx := context.Background()
-	addr, stop := redisServer(t)
-	r, err := NewRedis(RedisOptions{Addrs: []string{addr}, Password: "test-pass", Prefix: "test:"})
+	addr, stop := storetest.RedisServer(t)
+	r, err := store.NewRedis(store.RedisOptions{Addrs: []string{addr}, Password: storetest.Password, Prefix: "test:"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,8 +95,8 @@ func TestRedisEncryptedAndFallback(t *testing.T) {
 	if err := r.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
-	fb := NewFallback(r, NewMemory(0), nil)
-	e, _ := NewEncrypted(fb, [][]byte{key32()})
+	fb := store.NewFallback(r, store.NewMemory(0), nil)
+	e, _ := store.NewEncrypted(fb, [][]byte{key32()})
 	secret := []byte("role:finance")
 	if err := e.Set(ctx, "a", secret, time.Minute); err != nil {
 		t.Fatal(err)
@@ -160,7 +112,7 @@ func TestRedisEncryptedAndFallback(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(120 * time.Millisecond)
-	if _, err := e.Get(ctx, "short"); !errors.Is(err, ErrNotFound) {
+	if _, err := e.Get(ctx, "short"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("expired in Redis: %v", err)
 	}
 
@@ -174,7 +126,7 @@ func TestRedisEncryptedAndFallback(t *testing.T) {
 	if !fb.Down() {
 		t.Fatal("outage not noticed")
 	}
-	_, wrong := NewRedis(RedisOptions{URL: "http://nope"})
+	_, wrong := store.NewRedis(store.RedisOptions{URL: "http://nope"})
 	if wrong == nil {
 		t.Fatal("bad REDIS_URL accepted")
 	}
