@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mcpguard/mcpguard/internal/authn"
 	"github.com/mcpguard/mcpguard/internal/config"
@@ -99,6 +100,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	}
 
 	s.metrics = newMetrics()
+	if kc, ok := s.roles.(*exchange.Keycloak); ok {
+		s.metrics.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "mcpguard_keycloak_exchanges_total",
+			Help: "Token exchanges sent to Keycloak (cache misses, retries included).",
+		}, func() float64 { return float64(kc.Exchanges()) }))
+	}
 	s.register = opts.Register
 	s.mcp = mcp.NewServer(&mcp.Implementation{Name: cfg.ServerName, Version: Version}, s.serverOptions(nil))
 	s.register(s.mcp)
