@@ -178,7 +178,11 @@ func (s *Server) sseHandler() http.Handler {
 			mu.Lock()
 			owner, known := owners[id]
 			mu.Unlock()
-			if known && owner != user {
+			if !known {
+				http.Error(w, "session not found", http.StatusNotFound)
+				return
+			}
+			if owner != user {
 				http.Error(w, "session belongs to another user", http.StatusForbidden)
 				return
 			}
