@@ -79,7 +79,14 @@ type Keycloak struct {
 	noLocal bool // benchmarks measure the store alone
 
 	exchanges atomic.Int64
+	// downUntil (unix nanoseconds): after an exchange found Keycloak
+	// unavailable, further exchanges fail fast until then instead of
+	// queueing retries against a server that is down.
+	downUntil atomic.Int64
 }
+
+// Breaker is how long exchanges fail fast after Keycloak was found unavailable.
+const Breaker = 2 * time.Second
 
 // NewKeycloak returns the Keycloak role source; cache holds results.
 func NewKeycloak(cfg KeycloakConfig, cache store.Store, logger *slog.Logger) (*Keycloak, error) {
@@ -145,9 +152,15 @@ func (k *Keycloak) Resolve(ctx context.Context, id *authn.Identity, token string
 		if a := k.fromCache(ctx, key); a != nil {
 			return a, nil
 		}
+		if time.Now().UnixNano() < k.downUntil.Load() {
+			return nil, fmt.Errorf("%w: keycloak failed moments ago", ErrUnavailable)
+		}
 		// The exchange outlives one caller's cancelled request: others wait on it.
 		a, err := k.exchange(context.WithoutCancel(ctx), token)
 		if err != nil {
+			if errors.Is(err, ErrUnavailable) {
+				k.downUntil.Store(time.Now().Add(Breaker).UnixNano())
+			}
 			return nil, err
 		}
 		until := a.Expiry

@@ -228,15 +228,29 @@ func TestUnavailableKeycloak(t *testing.T) {
 		t.Fatalf("5xx: %v after %d attempts", err, te.calls.Load())
 	}
 
+	// Right after, further exchanges fail fast without reaching Keycloak.
+	calls := te.calls.Load()
+	start := time.Now()
+	if _, err := k.Resolve(context.Background(), caller("a2", time.Hour), "a2"); !errors.Is(err, ErrUnavailable) || te.calls.Load() != calls || time.Since(start) > 100*time.Millisecond {
+		t.Fatalf("breaker: %v, %d more calls, %s", err, te.calls.Load()-calls, time.Since(start))
+	}
+	// Once it has passed, Keycloak is tried again, and a recovered one answers.
+	k.downUntil.Store(0)
+	te.fail = 0
+	if _, err := k.Resolve(context.Background(), caller("a3", time.Hour), "a3"); err != nil {
+		t.Fatalf("after recovery: %v", err)
+	}
+
 	te.fail, te.delay = 0, 2*time.Second // slower than the 1 s attempt timeout
 	k2, _ := newSource(t, te, func(c *KeycloakConfig) { c.Retries = 1 })
-	start := time.Now()
+	start = time.Now()
 	_, err = k2.Resolve(context.Background(), caller("b", time.Hour), "b")
 	if !errors.Is(err, ErrUnavailable) || time.Since(start) > 5*time.Second {
 		t.Fatalf("slow Keycloak: %v after %s", err, time.Since(start))
 	}
 
 	te.srv.Close() // unreachable
+	k.downUntil.Store(0)
 	_, err = k.Resolve(context.Background(), caller("c", time.Hour), "c")
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("unreachable: %v", err)
