@@ -1,0 +1,408 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mcpguard/mcpguard/internal/devidp"
+)
+
+// The real Keycloak the integration tests run against: the Quarkus
+// distribution from Maven Central on the Temurin 25 JDK, in dev mode on
+// loopback ports, with test/keycloak/realm.json imported and the Entra side
+// (an Entra-shaped issuer of this package) set up through the Admin REST API,
+// as docs/KEYCLOAK_SETUP.md tells an operator to. One instance serves the
+// whole test run; TestMain stops it.
+
+const (
+	kcRealm        = "mcpguard"
+	kcClientID     = "mcpguard"
+	kcClientSecret = "mcpguard-test-secret"
+	kcIDPAlias     = "entra"
+	kcAdmin        = "admin"
+	kcAdminPass    = "admin-test-pass"
+)
+
+type keycloak struct {
+	home     string
+	url      string // http://127.0.0.1:port
+	mgmt     string
+	issuer   *devidp.Issuer
+	cmd      *exec.Cmd
+	httpPort int
+	mgmtPort int
+	log      *os.File
+}
+
+var (
+	kcOnce     sync.Once
+	kcInstance *keycloak
+	kcErr      error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if kcInstance != nil {
+		kcInstance.stop()
+	}
+	os.Exit(code)
+}
+
+// startKeycloak returns the shared Keycloak, starting it on first use. Without
+// MCPGUARD_KEYCLOAK=1 the test is skipped (loudly); with it, a Keycloak that
+// cannot be started fails the test.
+func startKeycloak(t *testing.T) *keycloak {
+	t.Helper()
+	if os.Getenv("MCPGUARD_KEYCLOAK") != "1" {
+		t.Skip("SKIPPED: needs a real Keycloak; set MCPGUARD_KEYCLOAK=1 (make test does)")
+	}
+	kcOnce.Do(func() { kcInstance, kcErr = launchKeycloak() })
+	if kcErr != nil {
+		t.Fatalf("Keycloak: %v", kcErr)
+	}
+	return kcInstance
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// temurin25 finds the Temurin 25 JDK installed beside the default Java.
+func temurin25() (string, error) {
+	if h := os.Getenv("KEYCLOAK_JAVA_HOME"); h != "" {
+		return h, nil
+	}
+	matches, _ := filepath.Glob("/usr/lib/jvm/temurin-25*")
+	for _, m := range matches {
+		if _, err := os.Stat(filepath.Join(m, "bin", "java")); err == nil {
+			return m, nil
+		}
+	}
+	return "", fmt.Errorf("no Temurin 25 JDK under /usr/lib/jvm (set KEYCLOAK_JAVA_HOME)")
+}
+
+func launchKeycloak() (*keycloak, error) {
+	out, err := exec.Command(filepath.Join(repoRoot(), "test", "keycloak", "fetch.sh")).Output()
+	if err != nil {
+		return nil, fmt.Errorf("fetch.sh: %w", err)
+	}
+	kc := &keycloak{home: strings.TrimSpace(string(out))}
+	javaHome, err := temurin25()
+	if err != nil {
+		return nil, err
+	}
+	if kc.httpPort, err = freePort(); err != nil {
+		return nil, err
+	}
+	if kc.mgmtPort, err = freePort(); err != nil {
+		return nil, err
+	}
+	kc.url = "http://127.0.0.1:" + strconv.Itoa(kc.httpPort)
+	kc.mgmt = "http://127.0.0.1:" + strconv.Itoa(kc.mgmtPort)
+
+	// A fresh database each run: the realm is imported, the rest set up below.
+	_ = os.RemoveAll(filepath.Join(kc.home, "data"))
+	imp := filepath.Join(kc.home, "data", "import")
+	if err := os.MkdirAll(imp, 0o755); err != nil {
+		return nil, err
+	}
+	realm, err := os.ReadFile(filepath.Join(repoRoot(), "test", "keycloak", "realm.json"))
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(imp, "realm.json"), realm, 0o644); err != nil {
+		return nil, err
+	}
+	if kc.log, err = os.CreateTemp("", "keycloak-*.log"); err != nil {
+		return nil, err
+	}
+	if err := kc.run(javaHome, true); err != nil {
+		return nil, err
+	}
+
+	// The Entra side: an Entra-shaped issuer on loopback for the whole run.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	key, err := devidp.NewKey()
+	if err != nil {
+		return nil, err
+	}
+	if kc.issuer, err = devidp.New("http://"+ln.Addr().String(), tenantID, key); err != nil {
+		return nil, err
+	}
+	go func() { _ = http.Serve(ln, kc.issuer.Handler()) }()
+	if err := kc.setupEntra(); err != nil {
+		kc.stop()
+		return nil, fmt.Errorf("setting up the Entra identity provider: %w", err)
+	}
+	return kc, nil
+}
+
+// run starts kc.sh and waits until it is ready.
+func (kc *keycloak) run(javaHome string, importRealm bool) error {
+	args := []string{"start-dev",
+		"--http-host=127.0.0.1", "--http-port=" + strconv.Itoa(kc.httpPort),
+		"--http-management-port=" + strconv.Itoa(kc.mgmtPort), "--health-enabled=true",
+		"--features=token-exchange,admin-fine-grained-authz:v1",
+	}
+	if importRealm {
+		args = append(args, "--import-realm")
+	}
+	cmd := exec.Command(filepath.Join(kc.home, "bin", "kc.sh"), args...)
+	cmd.Env = append(os.Environ(), "JAVA_HOME="+javaHome,
+		"KC_BOOTSTRAP_ADMIN_USERNAME="+kcAdmin, "KC_BOOTSTRAP_ADMIN_PASSWORD="+kcAdminPass)
+	cmd.Stdout, cmd.Stderr = kc.log, kc.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // stop kills the JVM kc.sh starts
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	kc.cmd = cmd
+	deadline := time.Now().Add(5 * time.Minute)
+	for time.Now().Before(deadline) {
+		res, err := http.Get(kc.mgmt + "/health/ready")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				return nil
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	kc.stop()
+	tail, _ := os.ReadFile(kc.log.Name())
+	if len(tail) > 3000 {
+		tail = tail[len(tail)-3000:]
+	}
+	return fmt.Errorf("not ready in 5 minutes; log tail:\n%s", tail)
+}
+
+func (kc *keycloak) stop() {
+	if kc.cmd != nil && kc.cmd.Process != nil {
+		_ = syscall.Kill(-kc.cmd.Process.Pid, syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = kc.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = syscall.Kill(-kc.cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+		kc.cmd = nil
+	}
+}
+
+// restart stops Keycloak and starts it again on the same ports and data.
+func (kc *keycloak) restart(t *testing.T) {
+	t.Helper()
+	kc.stop()
+	javaHome, err := temurin25()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kc.run(javaHome, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// admin calls the Admin REST API; out, when not nil, receives the JSON answer.
+func (kc *keycloak) admin(method, path string, body, out any) (int, error) {
+	form := url.Values{"grant_type": {"password"}, "client_id": {"admin-cli"}, "username": {kcAdmin}, "password": {kcAdminPass}}
+	res, err := http.PostForm(kc.url+"/realms/master/protocol/openid-connect/token", form)
+	if err != nil {
+		return 0, err
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	_ = json.NewDecoder(res.Body).Decode(&tok)
+	res.Body.Close()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, kc.url+"/admin"+path, rd)
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	req.Header.Set("Content-Type", "application/json")
+	res, err = http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode >= 300 {
+		return res.StatusCode, fmt.Errorf("%s %s: %d %s", method, path, res.StatusCode, b)
+	}
+	if out != nil && len(b) > 0 {
+		return res.StatusCode, json.Unmarshal(b, out)
+	}
+	return res.StatusCode, nil
+}
+
+func (kc *keycloak) clientUUID(clientID string) (string, error) {
+	var list []struct {
+		ID string `json:"id"`
+	}
+	if _, err := kc.admin("GET", "/realms/"+kcRealm+"/clients?clientId="+url.QueryEscape(clientID), nil, &list); err != nil {
+		return "", err
+	}
+	if len(list) != 1 {
+		return "", fmt.Errorf("client %s not found", clientID)
+	}
+	return list[0].ID, nil
+}
+
+// appRoleMappers are the identity-provider mappers of the tests: an Entra app
+// role value → a realm role, or client.role for a client role.
+var appRoleMappers = map[string]string{
+	"data_reader": "data_reader", "finance": "finance", "executive": "executive",
+	"admin": "admin", "supervisor": "supervisor", "api.writer": "api.writer",
+}
+
+// setupEntra registers the Entra-shaped issuer as an OIDC identity provider,
+// maps app roles to roles, and lets the mcpguard client exchange its tokens.
+func (kc *keycloak) setupEntra() error {
+	r := "/realms/" + kcRealm
+	idp := map[string]any{
+		"alias": kcIDPAlias, "providerId": "oidc", "enabled": true, "trustEmail": false, "storeToken": false,
+		"config": map[string]string{
+			"issuer":                kc.issuer.IssuerURL(tenantID),
+			"jwksUrl":               kc.issuer.Authority + "/" + tenantID + "/discovery/v2.0/keys",
+			"useJwksUrl":            "true",
+			"validateSignature":     "true",
+			"disableUserInfo":       "true",
+			"disableTypeClaimCheck": "true",
+			"syncMode":              "FORCE",
+			"clientId":              clientID,
+			"clientSecret":          "unused",
+			"clientAuthMethod":      "client_secret_post",
+			"authorizationUrl":      kc.issuer.Authority + "/" + tenantID + "/oauth2/v2.0/authorize",
+			"tokenUrl":              kc.issuer.Authority + "/" + tenantID + "/oauth2/v2.0/token",
+			// RFC 7523 grant: Entra access tokens live an hour and carry no jti.
+			"jwtAuthorizationGrantEnabled":                       "true",
+			"jwtAuthorizationGrantMaxAllowedAssertionExpiration": "5400",
+			"jwtAuthorizationGrantAssertionReuseAllowed":         "true",
+		},
+	}
+	if _, err := kc.admin("POST", r+"/identity-provider/instances", idp, nil); err != nil {
+		return err
+	}
+	for value, role := range appRoleMappers {
+		if err := kc.setMapper(value, role); err != nil {
+			return err
+		}
+	}
+	var perm struct {
+		ScopePermissions map[string]string `json:"scopePermissions"`
+	}
+	if _, err := kc.admin("PUT", r+"/identity-provider/instances/"+kcIDPAlias+"/management/permissions", map[string]any{"enabled": true}, &perm); err != nil {
+		return err
+	}
+	permID := perm.ScopePermissions["token-exchange"]
+	rm, err := kc.clientUUID("realm-management")
+	if err != nil {
+		return err
+	}
+	mg, err := kc.clientUUID(kcClientID)
+	if err != nil {
+		return err
+	}
+	authz := r + "/clients/" + rm + "/authz/resource-server"
+	var policy struct {
+		ID string `json:"id"`
+	}
+	if _, err := kc.admin("POST", authz+"/policy/client", map[string]any{"name": "mcpguard-may-exchange", "logic": "POSITIVE", "clients": []string{mg}}, &policy); err != nil {
+		return err
+	}
+	var p map[string]any
+	if _, err := kc.admin("GET", authz+"/permission/scope/"+permID, nil, &p); err != nil {
+		return err
+	}
+	var resources []struct {
+		ID string `json:"_id"`
+	}
+	var scopes []struct {
+		ID string `json:"id"`
+	}
+	if _, err := kc.admin("GET", authz+"/permission/"+permID+"/resources", nil, &resources); err != nil {
+		return err
+	}
+	if _, err := kc.admin("GET", authz+"/permission/"+permID+"/scopes", nil, &scopes); err != nil {
+		return err
+	}
+	var rids, sids []string
+	for _, x := range resources {
+		rids = append(rids, x.ID)
+	}
+	for _, x := range scopes {
+		sids = append(sids, x.ID)
+	}
+	p["resources"], p["scopes"], p["policies"] = rids, sids, []string{policy.ID}
+	_, err = kc.admin("PUT", authz+"/permission/scope/"+permID, p, nil)
+	return err
+}
+
+// setMapper maps the Entra app role value to a Keycloak role.
+func (kc *keycloak) setMapper(value, role string) error {
+	_, err := kc.admin("POST", "/realms/"+kcRealm+"/identity-provider/instances/"+kcIDPAlias+"/mappers", map[string]any{
+		"name": "app-role-" + value, "identityProviderAlias": kcIDPAlias, "identityProviderMapper": "oidc-role-idp-mapper",
+		"config": map[string]string{"claim": "roles", "claim.value": value, "role": role, "syncMode": "INHERIT"},
+	}, nil)
+	return err
+}
+
+// remapMapper points the mapper of an app role value at another claim value
+// (so that, with sync mode FORCE, the role is taken away at the next exchange
+// of a caller whose token lacks it).
+func (kc *keycloak) remapMapper(value, claimValue string) error {
+	var list []map[string]any
+	base := "/realms/" + kcRealm + "/identity-provider/instances/" + kcIDPAlias + "/mappers"
+	if _, err := kc.admin("GET", base, nil, &list); err != nil {
+		return err
+	}
+	for _, m := range list {
+		if m["name"] == "app-role-"+value {
+			m["config"].(map[string]any)["claim.value"] = claimValue
+			_, err := kc.admin("PUT", base+"/"+m["id"].(string), m, nil)
+			return err
+		}
+	}
+	return fmt.Errorf("no mapper for %s", value)
+}
+
+// exchangeEvents counts the token exchanges Keycloak recorded.
+func (kc *keycloak) exchangeEvents() (int, error) {
+	var events []any
+	_, err := kc.admin("GET", "/realms/"+kcRealm+"/events?type=TOKEN_EXCHANGE&max=1000", nil, &events)
+	return len(events), err
+}
+
+// serverVars configures mcpguard for this Keycloak.
+func (kc *keycloak) serverVars(grant string) map[string]string {
+	return map[string]string{
+		"ROLE_SOURCE": "keycloak", "KEYCLOAK_SERVER_URL": kc.url, "KEYCLOAK_REALM": kcRealm,
+		"KEYCLOAK_CLIENT_ID": kcClientID, "KEYCLOAK_CLIENT_SECRET": kcClientSecret,
+		"KEYCLOAK_IDP_ALIAS": kcIDPAlias, "KEYCLOAK_GRANT": grant,
+	}
+}

@@ -1,0 +1,213 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpguard/mcpguard/internal/devidp"
+)
+
+// kcEnv runs mcpguard with roles from the real Keycloak.
+func kcEnv(t *testing.T, kc *keycloak, grant string, extra map[string]string) *env {
+	vars := kc.serverVars(grant)
+	for k, v := range extra {
+		vars[k] = v
+	}
+	return start(t, kc.issuer, vars)
+}
+
+func call(t *testing.T, cs *mcp.ClientSession, name string, args map[string]any) error {
+	t.Helper()
+	res, err := cs.CallTool(ctx(t), &mcp.CallToolParams{Name: name, Arguments: args})
+	if err == nil && res.IsError {
+		return fmt.Errorf("tool error: %v", res.Content)
+	}
+	return err
+}
+
+// An Entra app role mapped to data_reader in Keycloak lets alice read critical
+// data and not approve budgets; the client role writer on api lets her write.
+func TestKeycloakTokenExchangeRoles(t *testing.T) {
+	kc := startKeycloak(t)
+	e := kcEnv(t, kc, "token-exchange", nil)
+	cs := e.connect(t, e.token(t, devidp.Token{User: "kc-alice", Roles: []string{"data_reader", "api.writer"}}))
+	if err := call(t, cs, "read_critical_data", map[string]any{"query": "q"}); err != nil {
+		t.Fatalf("data_reader via Keycloak: %v", err)
+	}
+	if err := call(t, cs, "write_api_data", map[string]any{"key": "k", "value": "v"}); err != nil {
+		t.Fatalf("client role api/writer via Keycloak: %v", err)
+	}
+	denial(t, call(t, cs, "approve_budget", map[string]any{"department": "x", "amount": 1}))
+	res, err := cs.CallTool(ctx(t), &mcp.CallToolParams{Name: "get_current_user", Arguments: map[string]any{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := fmt.Sprint(res.StructuredContent)
+	if !strings.Contains(out, "role_source:keycloak") {
+		t.Fatalf("roles not from Keycloak: %s", out)
+	}
+}
+
+// The RFC 7523 JWT authorization grant, end to end: the user is linked by a
+// first token exchange (the grant imports no user), then served by the grant.
+func TestKeycloakJWTBearerGrant(t *testing.T) {
+	kc := startKeycloak(t)
+	link := kcEnv(t, kc, "token-exchange", nil)
+	tok := link.token(t, devidp.Token{User: "kc-bob", Roles: []string{"finance", "executive"}})
+	if err := call(t, link.connect(t, tok), "get_current_user", map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	e := kcEnv(t, kc, "jwt-bearer", nil)
+	cs := e.connect(t, e.token(t, devidp.Token{User: "kc-bob", Roles: []string{"finance", "executive"}}))
+	if err := call(t, cs, "approve_budget", map[string]any{"department": "it", "amount": 10}); err != nil {
+		t.Fatalf("finance+executive via the JWT grant: %v", err)
+	}
+	denial(t, call(t, cs, "read_critical_data", map[string]any{"query": "q"}))
+}
+
+func metric(t *testing.T, base, name string) int {
+	t.Helper()
+	res, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	m := regexp.MustCompile(`(?m)^` + name + ` (\d+)`).FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("no %s in /metrics", name)
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	return n
+}
+
+// 50 concurrent first calls with one new token make exactly one exchange,
+// counted by the server and by Keycloak's events.
+func TestKeycloakConcurrentFirstCallsOneExchange(t *testing.T) {
+	kc := startKeycloak(t)
+	e := kcEnv(t, kc, "token-exchange", map[string]string{"STATELESS": "true"})
+	tok := e.token(t, devidp.Token{User: "kc-carol", Roles: []string{"data_reader"}})
+	before, err := kc.exchangeEvents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_critical_data","arguments":{"query":"x"}}}`
+	var wg sync.WaitGroup
+	codes := make(chan string, 50)
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest(http.MethodPost, e.URL, strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+tok)
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				codes <- err.Error()
+				return
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if !strings.Contains(string(b), `"result"`) {
+				codes <- string(b)
+				return
+			}
+			codes <- "ok"
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != "ok" {
+			t.Fatalf("a concurrent call failed: %s", c)
+		}
+	}
+	if n := metric(t, e.Base, "mcpguard_keycloak_exchanges_total"); n != 1 {
+		t.Fatalf("server made %d exchanges for 50 concurrent first calls", n)
+	}
+	after, err := kc.exchangeEvents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after-before != 1 {
+		t.Fatalf("Keycloak recorded %d exchanges for 50 concurrent first calls", after-before)
+	}
+}
+
+// A mapper change in Keycloak shows once the cached roles expire (the realm's
+// tokens live 60 s; results are reused until 30 s before that).
+func TestKeycloakMapperChangeAfterExpiry(t *testing.T) {
+	kc := startKeycloak(t)
+	e := kcEnv(t, kc, "token-exchange", nil)
+	cs := e.connect(t, e.token(t, devidp.Token{User: "kc-dave", Roles: []string{"supervisor"}}))
+	if err := call(t, cs, "admin_operation", map[string]any{"operation": "x"}); err != nil {
+		t.Fatalf("supervisor: %v", err)
+	}
+	// The operator changes the mapping: app role supervisor no longer grants it.
+	if err := kc.remapMapper("supervisor", "Supervisor.Retired"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = kc.remapMapper("supervisor", "supervisor") })
+	// Still cached: the change is not seen yet.
+	if err := call(t, cs, "admin_operation", map[string]any{"operation": "x"}); err != nil {
+		t.Fatalf("cached roles: %v", err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := call(t, cs, "admin_operation", map[string]any{"operation": "x"})
+		if err != nil {
+			denial(t, err)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the mapper change never showed")
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
+// Keycloak stopped mid-run: clear refusals for new callers, never an allow;
+// a cached caller keeps being served; after the restart, new callers are
+// served again.
+func TestKeycloakDownThenBack(t *testing.T) {
+	kc := startKeycloak(t)
+	e := kcEnv(t, kc, "token-exchange", nil)
+	cached := e.connect(t, e.token(t, devidp.Token{User: "kc-erin", Roles: []string{"data_reader"}}))
+	if err := call(t, cached, "read_critical_data", map[string]any{"query": "q"}); err != nil {
+		t.Fatal(err)
+	}
+	kc.stop()
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			kc.restart(t)
+		}
+	})
+	fresh := e.token(t, devidp.Token{User: "kc-frank", Roles: []string{"data_reader"}})
+	res := post(t, e.URL, fresh, initBody, nil)
+	b := body(t, res)
+	if !strings.Contains(b, "-32031") || !strings.Contains(b, "authorization service unavailable") {
+		t.Fatalf("Keycloak down, new caller: %d %s", res.StatusCode, b)
+	}
+	if err := call(t, cached, "read_critical_data", map[string]any{"query": "q"}); err != nil {
+		t.Fatalf("cached caller while Keycloak is down: %v", err)
+	}
+	kc.restart(t)
+	restarted = true
+	time.Sleep(2500 * time.Millisecond) // past the fail-fast window
+	cs := e.connect(t, fresh)
+	if err := call(t, cs, "read_critical_data", map[string]any{"query": "q"}); err != nil {
+		t.Fatalf("after Keycloak is back: %v", err)
+	}
+}
