@@ -5,7 +5,7 @@ BIN      ?= bin/mcpguard
 PKGS     := ./...
 export GOFLAGS := -buildvcs=false
 
-.PHONY: run build deps test test-go test-policy test-e2e bench lint fmt docker tools-ts clean
+.PHONY: run build deps test test-go test-policy test-e2e test-keycloak bench lint fmt docker tools-ts clean
 
 run: ## serve on 127.0.0.1:8000 with the dev identity provider, static roles, no cloud account
 	DEV_IDP=true HOST=127.0.0.1 PORT=8000 LOG_FORMAT=text $(GO) run ./cmd/mcpguard serve
@@ -13,13 +13,18 @@ run: ## serve on 127.0.0.1:8000 with the dev identity provider, static roles, no
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(BIN) ./cmd/mcpguard
 
-test: deps lint test-policy test-go test-e2e ## everything CI runs
+test: deps lint test-policy test-go test-e2e test-keycloak ## everything CI runs
 
-# System packages the tests run for real: Debian's redis-server.
+# System packages the tests run for real: Debian's redis-server, and unzip
+# for the Keycloak distribution (fetched from Maven Central by test/keycloak/fetch.sh).
 deps:
-	@command -v redis-server >/dev/null || { \
-	  echo "installing redis-server (Debian package)"; \
-	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server >/dev/null; }
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v unzip >/dev/null || missing="$$missing unzip"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (Debian packages)"; \
+	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
+	fi
 
 test-go:
 	MCPGUARD_REDIS=1 $(GO) test -race -count=1 $(PKGS)
@@ -31,6 +36,11 @@ test-policy:
 
 test-e2e: tools-ts
 	MCPGUARD_E2E_TS=1 $(GO) test -count=1 -v -run 'TestTypeScript' ./test/...
+
+# The real Keycloak (and Redis) integration tests; Keycloak is started and
+# stopped by the tests themselves.
+test-keycloak: tools-ts
+	MCPGUARD_KEYCLOAK=1 MCPGUARD_REDIS=1 MCPGUARD_E2E_TS=1 $(GO) test -count=1 -v -timeout 20m -run 'TestKeycloak|TestTypeScriptKeycloak' ./test/
 
 tools-ts: test/node_modules/.package-lock.json
 

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"io"
 	"net/http"
 	"regexp"
@@ -12,8 +14,10 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/mcpguard/mcpguard/internal/devidp"
+	"github.com/mcpguard/mcpguard/internal/store/storetest"
 )
 
 // kcEnv runs mcpguard with roles from the real Keycloak.
@@ -209,5 +213,59 @@ func TestKeycloakDownThenBack(t *testing.T) {
 	cs := e.connect(t, fresh)
 	if err := call(t, cs, "read_critical_data", map[string]any{"query": "q"}); err != nil {
 		t.Fatalf("after Keycloak is back: %v", err)
+	}
+}
+
+// With Redis as the shared role cache, what Redis holds is sealed: no role,
+// claim or token in plain text.
+func TestKeycloakRedisCacheSealed(t *testing.T) {
+	kc := startKeycloak(t)
+	addr, _ := storetest.RedisServer(t)
+	host, port, _ := net.SplitHostPort(addr)
+	e := kcEnv(t, kc, "token-exchange", map[string]string{
+		"REDIS_HOST": host, "REDIS_PORT": port, "REDIS_PASSWORD": storetest.Password,
+		"STORAGE_ENCRYPTION_KEY": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+	})
+	tok := e.token(t, devidp.Token{User: "kc-grace", Roles: []string{"data_reader"}})
+	cs := e.connect(t, tok)
+	if err := call(t, cs, "read_critical_data", map[string]any{"query": "q"}); err != nil {
+		t.Fatal(err)
+	}
+	rc := redis.NewClient(&redis.Options{Addr: addr, Password: storetest.Password})
+	defer rc.Close()
+	keys, err := rc.Keys(context.Background(), "*").Result()
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("nothing cached in Redis: %v %v", keys, err)
+	}
+	for _, k := range keys {
+		v, _ := rc.Get(context.Background(), k).Bytes()
+		for _, plain := range []string{"data_reader", "realm_access", tok[:40]} {
+			if strings.Contains(k, plain) || strings.Contains(string(v), plain) {
+				t.Fatalf("Redis holds %q in plain text under %s", plain, k)
+			}
+		}
+	}
+}
+
+// The official TypeScript SDK client with an Entra-shaped token → mcpguard →
+// the real Keycloak → policy → tool: allowed and denied.
+func TestTypeScriptKeycloak(t *testing.T) {
+	node := needTS(t)
+	kc := startKeycloak(t)
+	e := kcEnv(t, kc, "token-exchange", nil)
+	run := runTS(t, node, e, e.token(t, devidp.Token{User: "kc-heidi", Roles: []string{"data_reader"}}),
+		step{"op": "callTool", "name": "read_critical_data", "arguments": map[string]any{"query": "via keycloak"}},
+		step{"op": "callTool", "name": "admin_operation", "arguments": map[string]any{"operation": "x"}},
+		step{"op": "callTool", "name": "get_current_user", "arguments": map[string]any{}},
+	)
+	run.connected(t, 3)
+	if out := run.structured(t, 0); !strings.Contains(out, "via keycloak") {
+		t.Fatalf("allowed call: %s", out)
+	}
+	if d := run.denied(t, 1); !strings.Contains(strings.Join(d.Reasons, " "), "admin") {
+		t.Fatalf("denied call's reasons: %v", d.Reasons)
+	}
+	if out := run.structured(t, 2); !strings.Contains(out, `"role_source":"keycloak"`) {
+		t.Fatalf("roles not from Keycloak: %s", out)
 	}
 }
