@@ -3,8 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
 	"strconv"
