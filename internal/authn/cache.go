@@ -51,9 +51,3 @@ func (c *tokenCache) evict(now time.Time) {
 		delete(c.byID, k)
 	}
 }
-
-func (c *tokenCache) len() int {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return len(c.byID)
-}

@@ -62,7 +62,6 @@ type compiled struct {
 	allow    rego.PreparedEvalQuery
 	decision rego.PreparedEvalQuery
 	visible  rego.PreparedEvalQuery
-	files    int
 }
 
 // Option configures an Engine.
@@ -87,9 +86,6 @@ func New(ctx context.Context, dir string, opts ...Option) (*Engine, error) {
 	}
 	return e, nil
 }
-
-// Dir is the policy folder.
-func (e *Engine) Dir() string { return e.dir }
 
 // Reload compiles the folder again and, only if that succeeds, replaces the
 // active policies. A broken policy leaves the previous one in force.
@@ -133,7 +129,7 @@ func compile(ctx context.Context, dir string) (*compiled, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &compiled{compiler: compiler, store: store, txn: txn, files: len(modules)}
+	c := &compiled{compiler: compiler, store: store, txn: txn}
 	for _, q := range []struct {
 		query string
 		into  *rego.PreparedEvalQuery
@@ -165,9 +161,6 @@ func compile(ctx context.Context, dir string) (*compiled, error) {
 
 // noMetrics spares each evaluation the timers and maps of a metrics set.
 var noMetrics = metrics.NoOp()
-
-// ErrUndefined means the policy gave no answer; it is a deny.
-var ErrUndefined = errors.New("policy decision is undefined")
 
 // Decide evaluates allow for the input and, on a deny, the decision with its
 // reasons. Any error is returned together with a denying Decision.

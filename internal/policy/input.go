@@ -39,14 +39,6 @@ func MustFragment(x any) *Fragment {
 	return f
 }
 
-// JSON renders the fragment, for logs and tests.
-func (f *Fragment) JSON() string {
-	if f == nil {
-		return "null"
-	}
-	return f.v.String()
-}
-
 // Input is one evaluation's document. Identity and Authorization are
 // fragments made once per caller; the rest is made per request.
 type Input struct {
@@ -277,9 +269,6 @@ func jsonValue(raw json.RawMessage) ast.Value {
 	}
 	return v
 }
-
-// JSON renders the whole input document, as the policy sees it.
-func (in *Input) JSON() string { return in.value().String() }
 
 // idSource makes decision ids: a random per-process prefix and a counter,
 // unique without a system call per decision.

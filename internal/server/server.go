@@ -226,9 +226,6 @@ func (s *Server) lint(ctx context.Context) {
 // Linted is closed when the start-up policy lint has finished.
 func (s *Server) Linted() <-chan struct{} { return s.linted }
 
-// MCP is the underlying SDK server (for tests and in-process transports).
-func (s *Server) MCP() *mcp.Server { return s.mcp }
-
 // Engine is the policy engine.
 func (s *Server) Engine() *policy.Engine { return s.engine }
 
