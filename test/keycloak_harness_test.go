@@ -43,6 +43,8 @@ type keycloak struct {
 	mgmt     string
 	issuer   *devidp.Issuer
 	cmd      *exec.Cmd
+	lifeline io.WriteCloser // closing it (or this process dying) stops Keycloak: see run.sh
+	exited   chan struct{}
 	httpPort int
 	mgmtPort int
 	log      *os.File
@@ -58,6 +60,7 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if kcInstance != nil {
 		kcInstance.stop()
+		_ = os.Remove(kcInstance.log.Name())
 	}
 	os.Exit(code)
 }
@@ -169,18 +172,31 @@ func (kc *keycloak) run(javaHome string, importRealm bool) error {
 	if importRealm {
 		args = append(args, "--import-realm")
 	}
-	cmd := exec.Command(filepath.Join(kc.home, "bin", "kc.sh"), args...)
+	// run.sh ties Keycloak's life to our stdin pipe: a test binary killed by
+	// a timeout leaves no JVM behind.
+	cmd := exec.Command(filepath.Join(repoRoot(), "test", "keycloak", "run.sh"), append([]string{kc.home}, args...)...)
 	cmd.Env = append(os.Environ(), "JAVA_HOME="+javaHome,
 		"KC_BOOTSTRAP_ADMIN_USERNAME="+kcAdmin, "KC_BOOTSTRAP_ADMIN_PASSWORD="+kcAdminPass)
 	cmd.Stdout, cmd.Stderr = kc.log, kc.log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // stop kills the JVM kc.sh starts
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	lifeline, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	kc.cmd = cmd
+	kc.cmd, kc.lifeline, kc.exited = cmd, lifeline, make(chan struct{})
+	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(kc.exited)
+	probe := &http.Client{Timeout: 2 * time.Second}
 	deadline := time.Now().Add(5 * time.Minute)
 	for time.Now().Before(deadline) {
-		res, err := http.Get(kc.mgmt + "/health/ready")
+		select {
+		case <-kc.exited:
+			return fmt.Errorf("Keycloak exited during start; log tail:\n%s", logTail(kc.log.Name()))
+		default:
+		}
+		res, err := probe.Get(kc.mgmt + "/health/ready")
 		if err == nil {
 			res.Body.Close()
 			if res.StatusCode == 200 {
@@ -190,26 +206,29 @@ func (kc *keycloak) run(javaHome string, importRealm bool) error {
 		time.Sleep(time.Second)
 	}
 	kc.stop()
-	tail, _ := os.ReadFile(kc.log.Name())
-	if len(tail) > 3000 {
-		tail = tail[len(tail)-3000:]
+	return fmt.Errorf("not ready in 5 minutes; log tail:\n%s", logTail(kc.log.Name()))
+}
+
+func logTail(name string) string {
+	b, _ := os.ReadFile(name)
+	if len(b) > 3000 {
+		b = b[len(b)-3000:]
 	}
-	return fmt.Errorf("not ready in 5 minutes; log tail:\n%s", tail)
+	return string(b)
 }
 
 func (kc *keycloak) stop() {
-	if kc.cmd != nil && kc.cmd.Process != nil {
-		_ = syscall.Kill(-kc.cmd.Process.Pid, syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = kc.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = syscall.Kill(-kc.cmd.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
-		kc.cmd = nil
+	if kc.cmd == nil {
+		return
 	}
+	_ = kc.lifeline.Close() // run.sh sends SIGTERM, then SIGKILL after 30 s
+	select {
+	case <-kc.exited:
+	case <-time.After(45 * time.Second):
+		_ = syscall.Kill(-kc.cmd.Process.Pid, syscall.SIGKILL)
+		<-kc.exited
+	}
+	kc.cmd = nil
 }
 
 // restart stops Keycloak and starts it again on the same ports and data.
