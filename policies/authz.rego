@@ -127,7 +127,16 @@ visible contains name if {
 	allow
 	some candidate in input.mcp.candidates.tools
 	name := candidate.name
-	tool_allowed(name)
+	data.mcp.catalog.tools[name] in satisfied_tool_rows
+}
+
+# The distinct catalog rows of tools this caller satisfies: tools share rows
+# (one per role, typically), so a long list is decided row by row, not tool
+# by tool. The same lib.satisfied as tool_allowed decides each row.
+satisfied_tool_rows contains row if {
+	input.mcp.method == "tools/list"
+	some row in {r | some r in data.mcp.catalog.tools}
+	lib.satisfied(row)
 }
 
 visible contains uri if {
