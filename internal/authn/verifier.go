@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
 )
 
@@ -113,41 +111,11 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
 }
 
 func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Identity, error) {
-	msg, err := jws.ParseString(raw)
-	if err != nil {
-		return nil, invalid("malformed token")
-	}
-	sigs := msg.Signatures()
-	if len(sigs) != 1 {
-		return nil, invalid("token must carry exactly one signature")
-	}
-	hdr := sigs[0].ProtectedHeaders()
-	if hdr.Algorithm() != jwa.RS256 {
-		return nil, invalid("signing algorithm %q is not accepted", hdr.Algorithm())
-	}
-	kid := hdr.KeyID()
-	if kid == "" {
-		return nil, invalid("token has no key id")
-	}
-	key, err := v.keys.Key(ctx, kid, now)
+	vt, err := VerifyCompact(ctx, raw, v.keys, now, v.cfg.ClockSkew)
 	if err != nil {
 		return nil, err
 	}
-	tok, err := jwt.ParseString(raw,
-		jwt.WithKey(jwa.RS256, key),
-		jwt.WithValidate(true),
-		jwt.WithClock(jwt.ClockFunc(func() time.Time { return now })),
-		jwt.WithAcceptableSkew(v.cfg.ClockSkew),
-		jwt.WithRequiredClaim(jwt.ExpirationKey),
-	)
-	if err != nil {
-		return nil, invalid("%s", describeJWTError(err))
-	}
-	claims, err := tok.AsMap(ctx)
-	if err != nil {
-		return nil, invalid("token claims unreadable")
-	}
-	return v.identity(tok, claims)
+	return v.identity(vt.Token, vt.Claims)
 }
 
 func describeJWTError(err error) string {
@@ -176,7 +144,8 @@ func (v *Verifier) identity(tok jwt.Token, claims map[string]any) (*Identity, er
 		return nil, invalid("tenant %q is not allowed", tid)
 	}
 	iss := tok.Issuer()
-	switch ver := str("ver"); {
+	ver := str("ver")
+	switch {
 	case ver == "2.0" && iss == v.cfg.AuthorityHost+"/"+tid+"/v2.0":
 	case ver == "1.0" && v.cfg.AcceptV1 && iss == v.v1Issuer(tid):
 	case ver == "1.0" && !v.cfg.AcceptV1:
@@ -209,14 +178,23 @@ func (v *Verifier) identity(tok jwt.Token, claims map[string]any) (*Identity, er
 		Claims:            claims,
 		Expiry:            tok.Expiration(),
 	}
-	if id.AppID == "" {
-		id.AppID = str("appid")
-	}
 	if id.PreferredUsername == "" {
 		id.PreferredUsername = str("upn")
 	}
 	if id.ObjectID == "" {
 		return nil, invalid("token has no oid")
+	}
+	// An ID token has an access token's shape (same keys, iss, aud = the
+	// client id) but says who logged in to a client, not what may call this
+	// API: require the claims only access tokens carry.
+	if _, ok := claims["nonce"]; ok {
+		return nil, invalid("ID tokens are not accepted: present an access token")
+	}
+	if ver == "1.0" {
+		id.AppID = str("appid")
+	}
+	if id.AppID == "" {
+		return nil, invalid("token names no calling application (azp or appid): not an access token")
 	}
 	scp, hasScp := claims["scp"].(string)
 	idtyp := str("idtyp")
@@ -234,11 +212,13 @@ func (v *Verifier) identity(tok jwt.Token, claims map[string]any) (*Identity, er
 			return nil, &Error{Status: http.StatusForbidden, Code: "insufficient_scope",
 				Description: "token lacks scope " + strings.Join(missing, " "), Scopes: v.cfg.RequiredScopes}
 		}
-	case !hasScp && idtyp != "user":
+	case !hasScp && (idtyp == "app" || idtyp == "" && id.Subject != "" && id.Subject == id.ObjectID):
 		// Client credentials or a managed identity: permissions are app roles.
+		// Entra marks them with idtyp=app (an optional claim), and their sub
+		// is the service principal's oid, which a user's sub never is.
 		id.Kind = KindApp
 	default:
-		return nil, invalid("delegated token without scopes")
+		return nil, invalid("token is neither a delegated access token (scp) nor an app-only one (idtyp=app, or sub equal to oid)")
 	}
 	return id, nil
 }

@@ -2,9 +2,10 @@ package authn_test
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -14,7 +15,6 @@ import (
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
-	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
 	"github.com/lestrrat-go/jwx/v2/jwt"
 
@@ -28,6 +28,7 @@ const (
 )
 
 type fixture struct {
+	key  *rsa.PrivateKey
 	iss  *devidp.Issuer
 	srv  *httptest.Server
 	v    *authn.Verifier
@@ -41,6 +42,7 @@ func newFixture(t testing.TB, mod func(*authn.Config)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.key = key
 	var h http.Handler
 	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if f.down.Load() {
@@ -153,7 +155,8 @@ func TestRejections(t *testing.T) {
 		{"garbage", "not.a.jwt", 401, "malformed"},
 		{"empty parts", "..", 401, "malformed"},
 		{"too large", strings.Repeat("a", authn.MaxTokenBytes+1), 401, "larger than"},
-		{"alg none", algNone(t, f.iss.Claims(devidp.Token{Audience: client, Scopes: []string{"read"}})), 401, "algorithm"},
+		{"alg none", algNone(t, f.iss.Claims(devidp.Token{Audience: client, Scopes: []string{"read"}})), 401, "malformed"},
+		{"alg none with a signature", algNone(t, f.iss.Claims(devidp.Token{Audience: client, Scopes: []string{"read"}})) + "c2ln", 401, "algorithm"},
 		{"alg HS256 with the public key as secret", hs256(t, f), 401, "algorithm"},
 		{"unknown kid", strangerTok, 401, "unknown key"},
 		{"wrong audience", f.mint(t, devidp.Token{Audience: "api://someone-else"}), 401, "audience"},
@@ -166,7 +169,7 @@ func TestRejections(t *testing.T) {
 		{"no exp", f.mint(t, devidp.Token{Extra: map[string]any{"exp": nil}}), 401, "required claim"},
 		{"v1 not enabled", f.mint(t, devidp.Token{V1: true}), 401, "v1 tokens"},
 		{"no oid", f.mint(t, devidp.Token{Extra: map[string]any{"oid": nil}}), 401, "oid"},
-		{"user token without scp", f.mint(t, devidp.Token{Scopes: []string{}, Extra: map[string]any{"idtyp": "user"}}), 401, "without scopes"},
+		{"user token without scp", f.mint(t, devidp.Token{Scopes: []string{}, Extra: map[string]any{"idtyp": "user"}}), 401, "neither a delegated"},
 		{"missing required scope", f.mint(t, devidp.Token{Scopes: []string{"write"}}), 403, "read"},
 		{"tampered payload", tamper(t, f.mint(t, devidp.Token{})), 401, "signature"},
 	}
@@ -267,19 +270,22 @@ func algNone(t *testing.T, claims map[string]any) string {
 	return hdr + "." + base64.RawURLEncoding.EncodeToString(payload) + "."
 }
 
-// hs256 signs with the issuer's public key bytes as an HMAC secret: the
-// classic algorithm-confusion attack.
+// hs256 signs with the issuer's own public key, as the PEM the JWKS yields,
+// as an HMAC secret: the classic algorithm-confusion attack.
 func hs256(t *testing.T, f *fixture) string {
 	t.Helper()
 	tok := jwt.New()
 	for k, v := range f.iss.Claims(devidp.Token{Audience: client, Scopes: []string{"read"}}) {
 		_ = tok.Set(k, v)
 	}
-	priv, _ := rsa.GenerateKey(rand.Reader, 2048)
-	pk, _ := jwk.FromRaw(priv.PublicKey.N.Bytes())
+	der, err := x509.MarshalPKIXPublicKey(&f.key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 	hdr := jws.NewHeaders()
 	_ = hdr.Set(jws.KeyIDKey, f.iss.KeyID())
-	b, err := jwt.Sign(tok, jwt.WithKey(jwa.HS256, pk, jws.WithProtectedHeaders(hdr)))
+	b, err := jwt.Sign(tok, jwt.WithKey(jwa.HS256, secret, jws.WithProtectedHeaders(hdr)))
 	if err != nil {
 		t.Fatal(err)
 	}

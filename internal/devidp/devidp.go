@@ -25,7 +25,6 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
-	"github.com/lestrrat-go/jwx/v2/jwt"
 )
 
 // Issuer signs Entra-shaped tokens and serves the documents a verifier discovers.
@@ -263,20 +262,20 @@ func (i *Issuer) Mint(t Token) (string, error) {
 	return i.Sign(i.Claims(t))
 }
 
-// Sign signs arbitrary claims with the current key (RS256, kid, typ JWT).
+// Sign signs arbitrary claims with the current key (RS256, kid, typ JWT) in
+// the compact serialization. The payload is the claims as given (aud a
+// string when given one, as Entra sends it).
 func (i *Issuer) Sign(claims map[string]any) (string, error) {
-	tok := jwt.New()
-	for k, v := range claims {
-		if err := tok.Set(k, v); err != nil {
-			return "", fmt.Errorf("claim %s: %w", k, err)
-		}
+	payload, err := json.Marshal(claims)
+	if err != nil {
+		return "", fmt.Errorf("claims: %w", err)
 	}
 	i.mu.RLock()
 	key := i.signing
 	i.mu.RUnlock()
 	hdr := jws.NewHeaders()
 	_ = hdr.Set(jws.TypeKey, "JWT")
-	b, err := jwt.Sign(tok, jwt.WithKey(jwa.RS256, key, jws.WithProtectedHeaders(hdr)))
+	b, err := jws.Sign(payload, jws.WithKey(jwa.RS256, key, jws.WithProtectedHeaders(hdr)))
 	if err != nil {
 		return "", err
 	}
