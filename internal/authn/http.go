@@ -2,9 +2,9 @@ package authn
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
 	"strings"
 )
 
@@ -87,7 +87,7 @@ func writeChallenge(w http.ResponseWriter, ch Challenge, scope string, e *Error)
 		b.WriteString(sep)
 		b.WriteString(k)
 		b.WriteString("=")
-		b.WriteString(strconv.Quote(v))
+		b.WriteString(quoted(v))
 		sep = ", "
 	}
 	if ch.ResourceMetadataURL != "" {
@@ -115,5 +115,28 @@ func writeChallenge(w http.ResponseWriter, ch Challenge, scope string, e *Error)
 			code = "unauthorized"
 		}
 	}
-	_, _ = w.Write([]byte(`{"error":` + strconv.Quote(code) + `,"error_description":` + strconv.Quote(e.Description) + "}\n"))
+	body, _ := json.Marshal(struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}{code, e.Description})
+	_, _ = w.Write(append(body, '\n'))
+}
+
+// quoted makes an RFC 9110 quoted-string: backslash and quote escaped, and
+// control characters (which no header may carry) left out.
+func quoted(v string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range v {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f:
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
 }

@@ -40,6 +40,11 @@ type Identity struct {
 	// Key is the SHA-256 of the token: a cache key that is not the token.
 	Key [32]byte
 
+	// keyID is the issuer key that signed the token; keyGen the key set
+	// generation in which it was last seen published.
+	keyID  string
+	keyGen atomic.Uint64
+
 	// derived lets the next stage keep what it computes from this identity
 	// (roles, the policy document) beside it, so a cached token costs nothing
 	// to convert again.

@@ -30,6 +30,8 @@ type Verified struct {
 	// Claims are the claims exactly as the signed payload carries them:
 	// NumericDate as JSON numbers, aud a string or an array as sent.
 	Claims map[string]any
+	// KeyID names the issuer key that signed it.
+	KeyID string
 }
 
 // VerifyCompact verifies a JWT in the JWS compact serialization only
@@ -77,7 +79,7 @@ func VerifyCompact(ctx context.Context, raw string, keys *KeySet, now time.Time,
 	); err != nil {
 		return nil, invalid("%s", describeJWTError(err))
 	}
-	return &Verified{Token: tok, Claims: claims}, nil
+	return &Verified{Token: tok, Claims: claims, KeyID: kid}, nil
 }
 
 // splitCompact returns the three segments of a compact JWS, each non-empty

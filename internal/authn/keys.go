@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
@@ -16,7 +17,8 @@ import (
 // KeySet is an issuer's published signing keys, fetched on first use (from
 // JWKSURI, or from the jwks_uri of the Discovery document), looked up by kid,
 // and fetched again on an unknown kid (at most once per RefreshMinInterval)
-// or when older than MaxAge. It is safe for concurrent use.
+// or when older than MaxAge (default DefaultKeysMaxAge). It is safe for
+// concurrent use.
 type KeySet struct {
 	JWKSURI            string
 	Discovery          string
@@ -30,6 +32,32 @@ type KeySet struct {
 	mu        sync.RWMutex
 	set       jwk.Set
 	fetchedAt time.Time
+	// gen counts the key sets fetched, so a holder of something verified
+	// with an earlier set knows to ask whether its key is still published.
+	gen atomic.Uint64
+}
+
+// Generation changes whenever a fetched key set replaces the current one.
+func (ks *KeySet) Generation() uint64 { return ks.gen.Load() }
+
+// Published reports whether kid is in the current key set. A key the issuer
+// has withdrawn is no longer published, and what it signed is not trusted.
+func (ks *KeySet) Published(kid string) bool {
+	set, _ := ks.current()
+	if set == nil {
+		return false
+	}
+	_, ok := set.LookupKeyID(kid)
+	return ok
+}
+
+// RefreshIfStale fetches the key set again when it is older than MaxAge (at
+// most once per RefreshMinInterval), so that a withdrawn key stops verifying
+// even for tokens answered from a cache.
+func (ks *KeySet) RefreshIfStale(ctx context.Context, now time.Time) {
+	if set, fetched := ks.current(); set != nil && now.Sub(fetched) >= ks.maxAge() {
+		_, _ = ks.refresh(ctx, now, false)
+	}
 }
 
 // Key returns the key for kid. Keys that cannot be had are a 503 *Error; a
@@ -52,9 +80,13 @@ func (ks *KeySet) Key(ctx context.Context, kid string, now time.Time) (jwk.Key, 
 	return nil, invalid("token signed by an unknown key")
 }
 
+// DefaultKeysMaxAge bounds how long a key the issuer withdrew keeps
+// verifying: the key set is fetched again after it.
+const DefaultKeysMaxAge = time.Hour
+
 func (ks *KeySet) maxAge() time.Duration {
 	if ks.MaxAge == 0 {
-		return 24 * time.Hour
+		return DefaultKeysMaxAge
 	}
 	return ks.MaxAge
 }
@@ -88,6 +120,7 @@ func (ks *KeySet) refresh(ctx context.Context, now time.Time, first bool) (jwk.S
 	}
 	ks.mu.Lock()
 	ks.set, ks.fetchedAt = fresh, now
+	ks.gen.Add(1)
 	ks.mu.Unlock()
 	return fresh, nil
 }

@@ -39,7 +39,8 @@ type Config struct {
 	ClockSkew time.Duration
 	// RefreshMinInterval rate-limits key set refreshes on an unknown kid.
 	RefreshMinInterval time.Duration
-	// KeysMaxAge is how long a key set is used before it is fetched again.
+	// KeysMaxAge is how long a key set is used before it is fetched again
+	// (default DefaultKeysMaxAge).
 	KeysMaxAge time.Duration
 	// CacheSize bounds the verified-token cache (entries).
 	CacheSize int
@@ -70,9 +71,6 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 	if cfg.RefreshMinInterval == 0 {
 		cfg.RefreshMinInterval = 30 * time.Second
 	}
-	if cfg.KeysMaxAge == 0 {
-		cfg.KeysMaxAge = 24 * time.Hour
-	}
 	if cfg.CacheSize == 0 {
 		cfg.CacheSize = 10000
 	}
@@ -98,7 +96,8 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
 	}
 	key := sha256.Sum256([]byte(raw))
 	now := v.now()
-	if id := v.cache.get(key, now); id != nil {
+	v.keys.RefreshIfStale(ctx, now)
+	if id := v.cache.get(key, now); id != nil && v.stillPublished(id) {
 		return id, nil
 	}
 	id, err := v.verify(ctx, raw, now)
@@ -110,12 +109,32 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
 	return id, nil
 }
 
+// stillPublished reports whether the key that signed a cached identity is
+// still in the issuer's key set; it asks again only when the set changed.
+func (v *Verifier) stillPublished(id *Identity) bool {
+	gen := v.keys.Generation()
+	if id.keyGen.Load() == gen {
+		return true
+	}
+	if !v.keys.Published(id.keyID) {
+		return false
+	}
+	id.keyGen.Store(gen)
+	return true
+}
+
 func (v *Verifier) verify(ctx context.Context, raw string, now time.Time) (*Identity, error) {
 	vt, err := VerifyCompact(ctx, raw, v.keys, now, v.cfg.ClockSkew)
 	if err != nil {
 		return nil, err
 	}
-	return v.identity(vt.Token, vt.Claims)
+	id, err := v.identity(vt.Token, vt.Claims)
+	if err != nil {
+		return nil, err
+	}
+	id.keyID = vt.KeyID
+	id.keyGen.Store(v.keys.Generation())
+	return id, nil
 }
 
 func describeJWTError(err error) string {

@@ -5,6 +5,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"net/http"
@@ -313,5 +314,39 @@ func BenchmarkVerifyCached(b *testing.B) {
 		if _, err := f.v.Verify(context.Background(), tok); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A key the issuer withdrew stops verifying once the key set is fetched
+// again, even for a token answered from the verified-token cache.
+func TestWithdrawnKeyStopsVerifying(t *testing.T) {
+	f := newFixture(t, func(c *authn.Config) { c.KeysMaxAge = 50 * time.Millisecond; c.RefreshMinInterval = time.Millisecond })
+	tok := f.mint(t, devidp.Token{})
+	if _, err := f.v.Verify(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+	newKey, _ := devidp.NewKey()
+	if err := f.iss.Rotate(newKey, false); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(60 * time.Millisecond)
+	_, err := f.v.Verify(context.Background(), tok)
+	wantErr(t, err, 401, "unknown key")
+	// A token of the new key verifies.
+	if _, err := f.v.Verify(context.Background(), f.mint(t, devidp.Token{})); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The challenge body is JSON whatever the description holds.
+func TestChallengeBodyIsJSON(t *testing.T) {
+	rec := httptest.NewRecorder()
+	authn.Challenge{ResourceMetadataURL: "http://127.0.0.1/x"}.Write(rec, &authn.Error{Status: 401, Code: "invalid_token", Description: "bad \x01 \"quote\" \\ é"})
+	var body map[string]string
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body["error_description"] != "bad \x01 \"quote\" \\ é" {
+		t.Fatalf("body %q: %v", rec.Body.String(), err)
+	}
+	if h := rec.Header().Get("WWW-Authenticate"); strings.ContainsAny(h, "\x01\r\n") || !strings.Contains(h, `\"quote\"`) {
+		t.Fatalf("challenge %q", h)
 	}
 }
