@@ -22,14 +22,12 @@ allow if {
 		"initialize",
 		# The 2026-07-28 protocol's capability discovery and notification stream.
 		"server/discover",
-		"subscriptions/listen",
 		"notifications/initialized",
 		"notifications/cancelled",
 		"notifications/progress",
 		"notifications/roots/list_changed",
 		"ping",
 		"logging/setLevel",
-		"completion/complete",
 		# Dropping a subscription reveals nothing, and must work after a role is revoked.
 		"resources/unsubscribe",
 		"tools/list",
@@ -76,8 +74,47 @@ allow if {
 	count(deny) == 0
 }
 
+# subscriptions/listen (2026-07-28) opens a stream of notifications; the
+# resource updates it asks for are subscriptions the server makes past its
+# request check, so each URI is decided here like resources/subscribe.
+allow if {
+	input.mcp.method == "subscriptions/listen"
+	input.version == 1
+	lib.authenticated
+	is_array(input.mcp.subscriptions.resource_uris)
+	every uri in input.mcp.subscriptions.resource_uris {
+		resource_allowed(uri)
+	}
+	count(deny) == 0
+}
+
+# completion/complete suggests values of a prompt's or a resource
+# template's argument: decided like a use of what its ref names.
+allow if {
+	input.mcp.method == "completion/complete"
+	input.version == 1
+	lib.authenticated
+	completion_ref_allowed
+	count(deny) == 0
+}
+
+completion_ref_allowed if {
+	input.mcp.completion.ref.type == "ref/prompt"
+	prompt_allowed(input.mcp.completion.ref.name)
+}
+
+completion_ref_allowed if {
+	input.mcp.completion.ref.type == "ref/resource"
+	resource_allowed(input.mcp.completion.ref.uri)
+}
+
+completion_ref_allowed if {
+	input.mcp.completion.ref.type == "ref/resource"
+	template_allowed(input.mcp.completion.ref.uri)
+}
+
 # Methods whose target the catalog decides (the other allow bodies).
-guarded_methods := {"tools/call", "resources/read", "resources/subscribe", "prompts/get"}
+guarded_methods := {"tools/call", "resources/read", "resources/subscribe", "prompts/get", "subscriptions/listen", "completion/complete"}
 
 # The shared rules: a call and a list decide through the same functions.
 
@@ -93,6 +130,7 @@ resource_allowed(uri) if lib.satisfied(data.mcp.catalog.resources[uri])
 resource_allowed(uri) if {
 	not has_row("resources", uri)
 	some row in data.mcp.catalog.resource_templates
+	is_string(row.match) # glob.match errs on another type
 	glob.match(row.match, ["/"], uri)
 	lib.satisfied(row)
 }
@@ -228,6 +266,50 @@ denial_reasons contains msg if {
 	some msg in resource_reasons(input.mcp.resource.uri)
 }
 
+denial_reasons contains msg if {
+	lib.authenticated
+	input.mcp.method == "subscriptions/listen"
+	some uri in input.mcp.subscriptions.resource_uris
+	not resource_allowed(uri)
+	some msg in resource_reasons(uri)
+}
+
+denial_reasons contains "subscriptions/listen request does not list its resource subscriptions" if {
+	lib.authenticated
+	input.mcp.method == "subscriptions/listen"
+	not is_array(object.get(input.mcp, ["subscriptions", "resource_uris"], null))
+}
+
+denial_reasons contains msg if {
+	lib.authenticated
+	input.mcp.method == "completion/complete"
+	input.mcp.completion.ref.type == "ref/prompt"
+	some msg in named_reasons("prompt", "prompts", input.mcp.completion.ref.name)
+}
+
+denial_reasons contains msg if {
+	lib.authenticated
+	input.mcp.method == "completion/complete"
+	input.mcp.completion.ref.type == "ref/resource"
+	uri := input.mcp.completion.ref.uri
+	not has_row("resource_templates", uri)
+	some msg in resource_reasons(uri)
+}
+
+denial_reasons contains sprintf("resource template %q %s", [uri, msg]) if {
+	lib.authenticated
+	input.mcp.method == "completion/complete"
+	input.mcp.completion.ref.type == "ref/resource"
+	uri := input.mcp.completion.ref.uri
+	some msg in lib.unmet(data.mcp.catalog.resource_templates[uri])
+}
+
+denial_reasons contains "completion/complete request names neither a prompt nor a resource" if {
+	lib.authenticated
+	input.mcp.method == "completion/complete"
+	not object.get(input.mcp, ["completion", "ref", "type"], null) in {"ref/prompt", "ref/resource"}
+}
+
 denial_reasons contains sprintf("%s request names no resource URI", [input.mcp.method]) if {
 	lib.authenticated
 	input.mcp.method in {"resources/read", "resources/subscribe"}
@@ -245,6 +327,7 @@ resource_reasons(uri) := {sprintf("resource %q %s", [uri, msg]) | some msg in li
 } else := reasons if {
 	matched := {template |
 		some template, row in data.mcp.catalog.resource_templates
+		is_string(row.match)
 		glob.match(row.match, ["/"], uri)
 	}
 	count(matched) > 0
@@ -264,12 +347,14 @@ catalog_errors contains sprintf("catalog.%s[%q]: %s", [section, key, err]) if {
 
 catalog_errors contains sprintf("catalog.resource_templates[%q]: match must be a glob string", [key]) if {
 	some key, row in data.mcp.catalog.resource_templates
+	is_object(row) # object.get errs on another type; row_errors names the row
 	not is_string(object.get(row, "match", null))
 }
 
 catalog_errors contains sprintf("catalog.%s[%q]: match is only for resource_templates", [section, key]) if {
 	some section in ["tools", "resources", "prompts"]
 	some key, row in data.mcp.catalog[section]
+	is_object(row)
 	"match" in object.keys(row)
 }
 

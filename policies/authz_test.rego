@@ -140,16 +140,81 @@ test_contradictory_identity_denied if {
 
 test_housekeeping_allowed if {
 	every m in [
-		"initialize", "server/discover", "subscriptions/listen",
+		"initialize", "server/discover",
 		"notifications/initialized", "notifications/cancelled",
 		"notifications/progress", "notifications/roots/list_changed", "ping",
-		"logging/setLevel", "completion/complete", "resources/unsubscribe",
+		"logging/setLevel", "resources/unsubscribe",
 		"tools/list", "resources/list", "resources/templates/list", "prompts/list",
 	] {
 		authz.allow with input as method(user([]), m)
 		authz.allow with input as method(app([]), m)
 		authz.decision.reasons == [] with input as method(user([]), m)
 	}
+}
+
+# subscriptions/listen: the resource subscriptions it carries are decided
+# like resources/subscribe; list-change notifications need no role.
+
+listen(who, uris) := with_mcp(who, {"method": "subscriptions/listen", "subscriptions": {
+	"resource_uris": uris, "tools_list_changed": true,
+	"prompts_list_changed": false, "resources_list_changed": false,
+}})
+
+test_listen_without_resources_allowed if {
+	authz.allow with input as listen(user([]), [])
+	authz.allow with input as listen(app([]), [])
+}
+
+test_listen_to_allowed_resources if {
+	authz.allow with input as listen(user(["data_reader"]), ["data://items/7", "data://server-info"])
+}
+
+test_listen_to_a_forbidden_resource_denied if {
+	req := listen(user([]), ["data://server-info", "data://items/7"])
+	not authz.allow with input as req
+	authz.decision.reasons == ["resource \"data://items/7\" (template \"data://items/{item_id}\") requires role \"data_reader\""] with input as req
+}
+
+test_listen_without_subscriptions_denied if {
+	req := method(user(["data_reader"]), "subscriptions/listen")
+	not authz.allow with input as req
+	authz.decision.reasons == ["subscriptions/listen request does not list its resource subscriptions"] with input as req
+}
+
+test_listen_anonymous_denied if {
+	not authz.allow with input as listen(anonymous, [])
+}
+
+# completion/complete: decided like a use of its ref.
+
+complete(who, ref) := with_mcp(who, {"method": "completion/complete", "completion": {"ref": ref, "argument": {"name": "a", "value": "v"}}})
+
+test_complete_prompt if {
+	authz.allow with input as complete(user([]), {"type": "ref/prompt", "name": "summarize_access"})
+	req := complete(user([]), {"type": "ref/prompt", "name": "hidden"})
+	not authz.allow with input as req
+	authz.decision.reasons == ["prompt \"hidden\" is not in the policy catalog"] with input as req
+}
+
+test_complete_resource_template if {
+	ref := {"type": "ref/resource", "uri": "data://items/{item_id}"}
+	authz.allow with input as complete(user(["data_reader"]), ref)
+	not authz.allow with input as complete(user([]), ref)
+	authz.decision.reasons == ["resource template \"data://items/{item_id}\" requires role \"data_reader\""] with input as complete(user([]), ref)
+}
+
+test_complete_resource if {
+	authz.allow with input as complete(user(["data_reader"]), {"type": "ref/resource", "uri": "data://items/3"})
+	not authz.allow with input as complete(user([]), {"type": "ref/resource", "uri": "data://items/3"})
+	authz.decision.reasons == ["resource \"data://items/3\" (template \"data://items/{item_id}\") requires role \"data_reader\""] with input as complete(user([]), {"type": "ref/resource", "uri": "data://items/3"})
+	authz.decision.reasons == ["resource \"nope://x\" is not in the policy catalog"] with input as complete(user([]), {"type": "ref/resource", "uri": "nope://x"})
+}
+
+test_complete_without_ref_denied if {
+	req := method(everything, "completion/complete")
+	not authz.allow with input as req
+	authz.decision.reasons == ["completion/complete request names neither a prompt nor a resource"] with input as req
+	not authz.allow with input as complete(everything, {"type": "ref/tool", "name": "x"})
 }
 
 test_unknown_method_denied if {
@@ -305,6 +370,36 @@ test_malformed_rows_deny if {
 		count(authz.decision.reasons) > 0 with input as call(everything, tool) with data.mcp.catalog as catalog
 	}
 	authz.decision.reasons == [`tool "typo" has a malformed policy row (unknown keys ["require_scope"])`] with input as call(everything, "typo") with data.mcp.catalog as catalog
+}
+
+# The engine fails an evaluation on any builtin error (a type error denies),
+# so a malformed row must not make the rules over the whole catalog err: the
+# other rows keep deciding, and lint still names the bad one.
+test_malformed_row_leaves_others_deciding if {
+	catalog := {
+		"tools": {"good": {"allow_authenticated": true}, "bool_row": true, "null_row": null, "number_row": 5},
+		"resources": {"data://bool": false},
+		"resource_templates": {
+			"bad_match": {"match": 5, "allow_authenticated": true},
+			"not_object": "data://items/*",
+			"good": {"match": "data://items/*", "allow_authenticated": true},
+		},
+		"prompts": {"p": []},
+	}
+	candidates := {"tools": [{"name": "good"}, {"name": "bool_row"}, {"name": "null_row"}, {"name": "number_row"}]}
+	authz.visible == {"good"} with input as with_mcp(user([]), {"method": "tools/list", "candidates": candidates}) with data.mcp.catalog as catalog
+	authz.allow with input as read(user([]), "data://items/1") with data.mcp.catalog as catalog
+	authz.decision.reasons == [`resource "data://other" is not in the policy catalog`] with input as read(user([]), "data://other") with data.mcp.catalog as catalog
+	authz.catalog_errors == {
+		`catalog.tools["bool_row"]: the row is not an object`,
+		`catalog.tools["null_row"]: the row is not an object`,
+		`catalog.tools["number_row"]: the row is not an object`,
+		`catalog.resources["data://bool"]: the row is not an object`,
+		`catalog.resource_templates["bad_match"]: match has the wrong type`,
+		`catalog.resource_templates["bad_match"]: match must be a glob string`,
+		`catalog.resource_templates["not_object"]: the row is not an object`,
+		`catalog.prompts["p"]: the row is not an object`,
+	} with data.mcp.catalog as catalog
 }
 
 test_empty_catalog_denies if {
@@ -492,4 +587,11 @@ test_catalog_errors if {
 		"prompts": {"d": {"require_role": 5}},
 		"tool": {},
 	}
+}
+
+test_complete_template_whose_glob_misses_its_own_text if {
+	catalog := {"resource_templates": {"db://{table}": {"match": "db://t_*", "require_role": "dba"}}}
+	ref := {"type": "ref/resource", "uri": "db://{table}"}
+	authz.allow with input as complete(user(["dba"]), ref) with data.mcp.catalog as catalog
+	not authz.allow with input as complete(user([]), ref) with data.mcp.catalog as catalog
 }

@@ -75,12 +75,16 @@ row_keys := {
 satisfied(row) if {
 	# The common row has one key. requirement_met holds only when that key is
 	# a requirement kind, so such a row is well formed whenever this holds.
+	# (is_object first: count errs on a row of true or null, and the engine
+	# fails every evaluation that hits a builtin error.)
+	is_object(row)
 	count(row) == 1
 	requirement_met(row)
 	authenticated
 }
 
 satisfied(row) if {
+	is_object(row)
 	count(row) > 1
 	well_formed(row)
 	requirement_met(row)

@@ -147,6 +147,10 @@ func compile(ctx context.Context, dir string) (*compiled, error) {
 			rego.Compiler(compiler),
 			rego.Store(store),
 			rego.StoreReadAST(true),
+			// A builtin error (a type error, a division by zero) fails the
+			// evaluation, which denies; by default it only makes its rule
+			// undefined, and a veto that errs would not fire.
+			rego.StrictBuiltinErrors(true),
 		).PrepareForEval(ctx, popts...)
 		if err != nil {
 			return nil, fmt.Errorf("policy %s: preparing %s: %w", dir, q.query, err)
@@ -163,9 +167,24 @@ func compile(ctx context.Context, dir string) (*compiled, error) {
 var noMetrics = metrics.NoOp()
 
 // Decide evaluates allow for the input and, on a deny, the decision with its
-// reasons. Any error is returned together with a denying Decision.
+// reasons. Any error is returned together with a denying Decision. Tool
+// arguments the policy cannot be shown exactly as the tool will read them
+// are a deny without an error: the request is refused, the policy is sound.
 func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
-	return e.decide(ctx, in.value(), in.MCP.Method)
+	v, err := in.value()
+	if err != nil {
+		d := Decision{ID: e.ids.next(), Reasons: []string{err.Error()}}
+		var ae *argumentsError
+		if !errors.As(err, &ae) {
+			d.Reasons = []string{"policy input could not be built"}
+			e.logger.Error("policy input failed", "decision_id", d.ID, "method", in.MCP.Method, "error", err)
+			return d, err
+		}
+		e.logger.Info("tool arguments refused", "decision_id", d.ID, "method", in.MCP.Method,
+			"tool", in.MCP.Tool.Name, "reason", ae.reason)
+		return d, nil
+	}
+	return e.decide(ctx, v, in.MCP.Method)
 }
 
 // DecideDocument decides a whole input document given as JSON, as the
@@ -245,8 +264,12 @@ func (e *Engine) explain(ctx context.Context, c *compiled, value ast.Value, d *D
 // see, in one evaluation. An error or an undefined result sees nothing.
 func (e *Engine) Visible(ctx context.Context, in *Input) (map[string]struct{}, error) {
 	c := e.current.Load()
+	v, err := in.value()
+	if err != nil {
+		return nil, err
+	}
 	var set ast.Set
-	_, err := evalWith(ctx, c, &c.visible, in.value(), e.timeout, rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) {
+	_, err = evalWith(ctx, c, &c.visible, v, e.timeout, rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) {
 		// Keep the AST: converting a large set to Go values costs more than reading it.
 		if s, ok := t.Value.(ast.Set); ok {
 			set = s

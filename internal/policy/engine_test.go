@@ -131,7 +131,7 @@ func TestFailClosed(t *testing.T) {
 	cases := map[string]string{
 		"undefined":     "package mcp.authz\n\nallow if input.nothing == 1\n",
 		"not boolean":   "package mcp.authz\n\nallow := \"yes\"\n",
-		"runtime error": "package mcp.authz\n\nallow if {\n  x := 1 / 0\n  x > 0\n}\n",
+		"runtime error": "package mcp.authz\n\nallow if {\n  x := 1 / (count(input.mcp.method) - count(input.mcp.method))\n  x > 0\n}\n",
 		"disagreement":  "package mcp.authz\n\nallow := false\n\ndecision := {\"allow\": true, \"reasons\": []}\n",
 	}
 	for name, src := range cases {

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -63,12 +62,38 @@ type MCP struct {
 	Prompt *Prompt
 	// Candidates is set for list methods.
 	Candidates *Candidates
+	// Completion is set for completion/complete: what is being completed.
+	Completion *Completion
+	// Subscriptions is set for subscriptions/listen: what the stream would carry.
+	Subscriptions *Subscriptions
+}
+
+// Completion is input.mcp.completion. Its ref names the prompt (RefType
+// "ref/prompt", Name) or the resource or resource template (RefType
+// "ref/resource", URI) whose argument values would be revealed.
+type Completion struct {
+	RefType  string
+	Name     string
+	URI      string
+	Argument string
+	Value    string
+}
+
+// Subscriptions is input.mcp.subscriptions: the resources whose updates a
+// subscriptions/listen stream would carry, and the list changes it asks for.
+type Subscriptions struct {
+	ResourceURIs         []string
+	ToolsListChanged     bool
+	PromptsListChanged   bool
+	ResourcesListChanged bool
 }
 
 // Tool is input.mcp.tool.
 type Tool struct {
 	Name string
-	// Arguments is the raw JSON object of the call's arguments.
+	// Arguments is the raw JSON object of the call's arguments, as the
+	// tool receives it. Arguments the policy cannot be shown exactly as
+	// the tool will read them are refused (see decodeArguments).
 	Arguments json.RawMessage
 	// Annotations are the registered tool's annotations.
 	Annotations *Fragment
@@ -131,6 +156,16 @@ var (
 	kRemoteAddr    = ast.StringTerm("remote_addr")
 	kTransport     = ast.StringTerm("transport")
 	kHost          = ast.StringTerm("host")
+	kCompletion    = ast.StringTerm("completion")
+	kRef           = ast.StringTerm("ref")
+	kType          = ast.StringTerm("type")
+	kArgument      = ast.StringTerm("argument")
+	kValue         = ast.StringTerm("value")
+	kSubscriptions = ast.StringTerm("subscriptions")
+	kResourceURIs  = ast.StringTerm("resource_uris")
+	kToolsLC       = ast.StringTerm("tools_list_changed")
+	kPromptsLC     = ast.StringTerm("prompts_list_changed")
+	kResourcesLC   = ast.StringTerm("resources_list_changed")
 
 	versionTerm   = ast.IntNumberTerm(InputVersion)
 	emptyObject   = ast.NewObject()
@@ -140,7 +175,13 @@ var (
 // value lays the document out as DESIGN.md specifies. Each object is made
 // with all its items at once (one allocation block), and the parts that
 // repeat across requests (method names, a session's client) are reused.
-func (in *Input) value() ast.Value {
+// Its one error is arguments the policy cannot be shown faithfully (an
+// *argumentsError).
+func (in *Input) value() (ast.Value, error) {
+	mcp, err := in.MCP.value()
+	if err != nil {
+		return nil, err
+	}
 	identity, authz := ast.Value(anonymousNone), ast.Value(anonymousNone)
 	if in.Identity != nil {
 		identity = in.Identity.v
@@ -150,7 +191,7 @@ func (in *Input) value() ast.Value {
 	}
 	return ast.NewObject(
 		ast.Item(kVersion, versionTerm),
-		ast.Item(kMCP, ast.NewTerm(in.MCP.value())),
+		ast.Item(kMCP, ast.NewTerm(mcp)),
 		ast.Item(kIdentity, ast.NewTerm(identity)),
 		ast.Item(kAuthorization, ast.NewTerm(authz)),
 		ast.Item(kRequest, ast.NewTerm(ast.NewObject(
@@ -159,11 +200,11 @@ func (in *Input) value() ast.Value {
 			ast.Item(kTransport, internTerm(in.Request.Transport)),
 			ast.Item(kHost, ast.StringTerm(in.Request.Host)),
 		))),
-	)
+	), nil
 }
 
-func (m *MCP) value() ast.Value {
-	var items [8][2]*ast.Term
+func (m *MCP) value() (ast.Value, error) {
+	var items [10][2]*ast.Term
 	n := 0
 	add := func(k, v *ast.Term) { items[n] = ast.Item(k, v); n++ }
 	add(kMethod, internTerm(m.Method))
@@ -171,9 +212,13 @@ func (m *MCP) value() ast.Value {
 	add(kProtocol, internTerm(m.ProtocolVersion))
 	add(kClient, clientTerm(m.ClientName, m.ClientVersion))
 	if m.Tool != nil {
+		args, err := decodeArguments(m.Tool.Arguments)
+		if err != nil {
+			return nil, err
+		}
 		add(kTool, ast.NewTerm(ast.NewObject(
 			ast.Item(kName, ast.StringTerm(m.Tool.Name)),
-			ast.Item(kArguments, ast.NewTerm(jsonValue(m.Tool.Arguments))),
+			ast.Item(kArguments, ast.NewTerm(args)),
 			ast.Item(kAnnotations, ast.NewTerm(fragmentOr(m.Tool.Annotations))),
 		)))
 	}
@@ -198,7 +243,35 @@ func (m *MCP) value() ast.Value {
 			ast.Item(kPrompts, candidateArray(c.Prompts, kName)),
 		)))
 	}
-	return ast.NewObject(items[:n]...)
+	if c := m.Completion; c != nil {
+		ref := ast.NewObject(ast.Item(kType, ast.StringTerm(c.RefType)))
+		switch c.RefType {
+		case "ref/prompt":
+			ref.Insert(kName, ast.StringTerm(c.Name))
+		case "ref/resource":
+			ref.Insert(kURI, ast.StringTerm(c.URI))
+		}
+		add(kCompletion, ast.NewTerm(ast.NewObject(
+			ast.Item(kRef, ast.NewTerm(ref)),
+			ast.Item(kArgument, ast.NewTerm(ast.NewObject(
+				ast.Item(kName, ast.StringTerm(c.Argument)),
+				ast.Item(kValue, ast.StringTerm(c.Value)),
+			))),
+		)))
+	}
+	if sub := m.Subscriptions; sub != nil {
+		uris := make([]*ast.Term, len(sub.ResourceURIs))
+		for i, u := range sub.ResourceURIs {
+			uris[i] = ast.StringTerm(u)
+		}
+		add(kSubscriptions, ast.NewTerm(ast.NewObject(
+			ast.Item(kResourceURIs, ast.ArrayTerm(uris...)),
+			ast.Item(kToolsLC, ast.BooleanTerm(sub.ToolsListChanged)),
+			ast.Item(kPromptsLC, ast.BooleanTerm(sub.PromptsListChanged)),
+			ast.Item(kResourcesLC, ast.BooleanTerm(sub.ResourcesListChanged)),
+		)))
+	}
+	return ast.NewObject(items[:n]...), nil
 }
 
 // interned holds terms for the strings every request repeats: method names,
@@ -254,20 +327,6 @@ func fragmentOr(f *Fragment) ast.Value {
 		return emptyObject
 	}
 	return f.v
-}
-
-// jsonValue converts call arguments; absent or unparsable arguments become
-// an empty object (the SDK has already rejected malformed JSON).
-func jsonValue(raw json.RawMessage) ast.Value {
-	raw = bytes.TrimSpace(raw)
-	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
-		return emptyObject
-	}
-	v, err := parseJSON(raw)
-	if err != nil {
-		return emptyObject
-	}
-	return v
 }
 
 // idSource makes decision ids: a random per-process prefix and a counter,

@@ -20,12 +20,17 @@ var unknownParts = []string{
 // rule can allow it, whoever asks.
 func (e *Engine) CanAllow(ctx context.Context, in *Input) (bool, error) {
 	c := e.current.Load()
+	v, err := in.value()
+	if err != nil {
+		return false, err
+	}
 	pq, err := rego.New(
 		rego.Query(AllowQuery+" == true"),
 		rego.Compiler(c.compiler),
 		rego.Store(c.store),
-		rego.ParsedInput(in.value()),
+		rego.ParsedInput(v),
 		rego.Unknowns(unknownParts),
+		rego.StrictBuiltinErrors(true),
 	).Partial(ctx)
 	if err != nil {
 		return false, err
@@ -41,7 +46,8 @@ const CatalogErrorsQuery = "data.mcp.authz.catalog_errors"
 // it is malformed.
 func (e *Engine) CatalogErrors(ctx context.Context) ([]string, error) {
 	c := e.current.Load()
-	rs, err := rego.New(rego.Query(CatalogErrorsQuery), rego.Compiler(c.compiler), rego.Store(c.store)).Eval(ctx)
+	rs, err := rego.New(rego.Query(CatalogErrorsQuery), rego.Compiler(c.compiler), rego.Store(c.store),
+		rego.StrictBuiltinErrors(true)).Eval(ctx)
 	if err != nil {
 		return nil, err
 	}
