@@ -332,6 +332,9 @@ func (kc *keycloak) setupEntra() error {
 			return err
 		}
 	}
+	if err := kc.bindSubject(); err != nil {
+		return fmt.Errorf("subject binding: %w", err)
+	}
 	var perm struct {
 		ScopePermissions map[string]string `json:"scopePermissions"`
 	}
@@ -379,6 +382,33 @@ func (kc *keycloak) setupEntra() error {
 	}
 	p["resources"], p["scopes"], p["policies"] = rids, sids, []string{policy.ID}
 	_, err = kc.admin("PUT", authz+"/permission/scope/"+permID, p, nil)
+	return err
+}
+
+// bindSubject has Keycloak carry the caller's Entra object id into its
+// tokens, for KEYCLOAK_SUBJECT_CLAIM=entra_oid: the user attribute entra_oid,
+// declared in the realm's user profile as visible and editable by
+// administrators only (users cannot change it), is imported from the Entra
+// token's oid at every exchange; the client mcpguard maps it into the access
+// token (its protocol mapper is in realm.json).
+func (kc *keycloak) bindSubject() error {
+	r := "/realms/" + kcRealm
+	var profile map[string]any
+	if _, err := kc.admin("GET", r+"/users/profile", nil, &profile); err != nil {
+		return err
+	}
+	attrs, _ := profile["attributes"].([]any)
+	profile["attributes"] = append(attrs, map[string]any{
+		"name": "entra_oid", "displayName": "Entra object id", "multivalued": false,
+		"permissions": map[string]any{"view": []string{"admin"}, "edit": []string{"admin"}},
+	})
+	if _, err := kc.admin("PUT", r+"/users/profile", profile, nil); err != nil {
+		return err
+	}
+	_, err := kc.admin("POST", r+"/identity-provider/instances/"+kcIDPAlias+"/mappers", map[string]any{
+		"name": "entra-oid", "identityProviderAlias": kcIDPAlias, "identityProviderMapper": "oidc-user-attribute-idp-mapper",
+		"config": map[string]string{"claim": "oid", "user.attribute": "entra_oid", "syncMode": "INHERIT"},
+	}, nil)
 	return err
 }
 

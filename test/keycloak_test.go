@@ -46,6 +46,12 @@ func TestKeycloakExchangeSmoke(t *testing.T) {
 	if c["preferred_username"] != user+"@dev.mcpguard.test" || c["azp"] != kcClientID || c["iss"] != kc.url+"/realms/"+kcRealm {
 		t.Errorf("exchanged token: preferred_username=%v azp=%v iss=%v", c["preferred_username"], c["azp"], c["iss"])
 	}
+	// What mcpguard checks of it: an access token (typ Bearer), and the
+	// subject binding the harness set up (bindSubject): the Entra oid.
+	if c["typ"] != "Bearer" || c["entra_oid"] != devidp.ObjectIDFor(user) {
+		t.Errorf("exchanged token: typ=%v entra_oid=%v, want Bearer and %s", c["typ"], c["entra_oid"], devidp.ObjectIDFor(user))
+	}
+	t.Logf("exchanged token: sub=%v (the Keycloak user's id, not the Entra sub %v)", c["sub"], smokeClaims(t, entra)["sub"])
 	smokeWaitEvents(t, kc, "TOKEN_EXCHANGE", exchangesBefore+1)
 
 	// RFC 7523 JWT authorization grant with the same Entra token: the user is

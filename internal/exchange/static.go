@@ -18,8 +18,9 @@ type Grant struct {
 }
 
 // RolesFile maps Entra identities to roles. Every matching entry adds its
-// roles: the user's object id (or tenant/oid), each app role in the token,
-// each group id, the calling application's id.
+// roles: the user's object id (or tenant/oid), each app role in the token
+// (from a trusted tenant only: see AppRoleTenants), each group id, and, for
+// an app-only caller, its application id.
 type RolesFile struct {
 	Users    map[string]Grant `json:"users"`
 	AppRoles map[string]Grant `json:"app_roles"`
@@ -28,24 +29,27 @@ type RolesFile struct {
 }
 
 // StaticRoles resolves roles from a RolesFile.
-type StaticRoles struct{ file RolesFile }
+type StaticRoles struct {
+	file    RolesFile
+	tenants AppRoleTenants
+}
 
 // LoadStaticRoles reads a roles file; unknown fields are an error, so a typo
-// does not silently grant nothing.
-func LoadStaticRoles(path string) (*StaticRoles, error) {
+// does not silently grant nothing. App roles count from tenants only.
+func LoadStaticRoles(path string, tenants AppRoleTenants) (*StaticRoles, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("roles file: %w", err)
 	}
-	s, err := ParseStaticRoles(data)
+	s, err := ParseStaticRoles(data, tenants)
 	if err != nil {
 		return nil, fmt.Errorf("roles file %s: %w", path, err)
 	}
 	return s, nil
 }
 
-// ParseStaticRoles parses roles-file JSON.
-func ParseStaticRoles(data []byte) (*StaticRoles, error) {
+// ParseStaticRoles parses roles-file JSON; app roles count from tenants only.
+func ParseStaticRoles(data []byte, tenants AppRoleTenants) (*StaticRoles, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var f RolesFile
@@ -58,7 +62,7 @@ func ParseStaticRoles(data []byte) (*StaticRoles, error) {
 		users[strings.ToLower(k)] = g
 	}
 	f.Users = users
-	return &StaticRoles{file: f}, nil
+	return &StaticRoles{file: f, tenants: tenants}, nil
 }
 
 // Name implements Source.
@@ -81,7 +85,7 @@ func (s *StaticRoles) Resolve(_ context.Context, id *authn.Identity, _ string) (
 	add(g, ok)
 	g, ok = s.file.Users[strings.ToLower(id.TenantID+"/"+id.ObjectID)]
 	add(g, ok)
-	for _, r := range id.AppRoles {
+	for _, r := range s.tenants.AppRoles(id) {
 		g, ok := s.file.AppRoles[r]
 		add(g, ok)
 	}
@@ -89,7 +93,9 @@ func (s *StaticRoles) Resolve(_ context.Context, id *authn.Identity, _ string) (
 		g, ok := s.file.Groups[gid]
 		add(g, ok)
 	}
-	if id.AppID != "" {
+	// An app's roles are the app's: a user signed in through that client
+	// app (a delegated token with the same azp) is not the app.
+	if id.Kind == authn.KindApp && id.AppID != "" {
 		g, ok := s.file.Apps[id.AppID]
 		add(g, ok)
 	}
