@@ -44,10 +44,13 @@ FROM gcr.io/distroless/static-debian12:nonroot AS production
 WORKDIR /app
 COPY --from=builder /out/mcpguard /app/mcpguard
 COPY policies/ /app/policies/
+# Metrics on their own port, for the cluster's scraper; keep 9464 off any
+# public ingress (metrics need no token).
 ENV ENVIRONMENT=production \
     HOST=0.0.0.0 \
-    PORT=8000
+    PORT=8000 \
+    METRICS_ADDR=0.0.0.0:9464
 USER nonroot
-EXPOSE 8000
+EXPOSE 8000 9464
 ENTRYPOINT ["/app/mcpguard"]
 CMD ["serve"]

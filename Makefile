@@ -5,15 +5,15 @@ BIN      ?= bin/mcpguard
 PKGS     := ./...
 export GOFLAGS := -buildvcs=false
 
-.PHONY: run build deps test test-go test-policy test-e2e test-keycloak bench lint fmt docker tools-ts clean
+.PHONY: run build deps test test-go test-fuzz test-policy test-e2e test-keycloak bench lint fmt docker tools-ts clean
 
 run: ## serve on 127.0.0.1:8000 with the dev identity provider, static roles, no cloud account
-	DEV_IDP=true HOST=127.0.0.1 PORT=8000 LOG_FORMAT=text $(GO) run ./cmd/mcpguard serve
+	ENVIRONMENT=development DEV_IDP=true HOST=127.0.0.1 PORT=8000 LOG_FORMAT=text $(GO) run ./cmd/mcpguard serve
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(BIN) ./cmd/mcpguard
 
-test: deps lint test-policy test-go test-e2e test-keycloak ## everything CI runs
+test: deps lint test-policy test-go test-fuzz test-e2e test-keycloak ## everything CI runs
 
 # System packages the tests run for real: Debian's redis-server, and unzip
 # for the Keycloak distribution (fetched from Maven Central by test/keycloak/fetch.sh).
@@ -28,6 +28,15 @@ deps:
 
 test-go:
 	MCPGUARD_REDIS=1 $(GO) test -race -count=1 $(PKGS)
+
+# Fuzz the two parsers at the trust boundary for a bounded time each: the
+# bearer token (only the issuer's signed claims get through) and the tool
+# arguments (the policy reads what the SDK will decode). Seeds are in the
+# tests and in testdata/fuzz.
+FUZZTIME ?= 20s
+test-fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./internal/authn/
+	$(GO) test -run '^$$' -fuzz '^FuzzArguments$$' -fuzztime $(FUZZTIME) ./internal/policy/
 
 test-policy:
 	$(GO) tool opa test policies/ -v --coverage --threshold 90 --format=json > /dev/null

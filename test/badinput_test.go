@@ -113,7 +113,7 @@ func TestBrokenPolicyRefusesToStart(t *testing.T) {
 	dir := t.TempDir()
 	_ = os.WriteFile(filepath.Join(dir, "authz.rego"), []byte("package mcp.authz\n\nallow if {\n\tinput.mcp.method ==\n}\n"), 0o600)
 	cfg, err := config.FromSource(func(name string) (string, bool) {
-		v, ok := map[string]string{"ENABLE_AUTH": "false", "POLICY_DIR": dir}[name]
+		v, ok := map[string]string{"ENABLE_AUTH": "false", "ENVIRONMENT": "development", "POLICY_DIR": dir}[name]
 		return v, ok
 	})
 	if err != nil {
@@ -131,8 +131,12 @@ func TestAuthOffStillDecides(t *testing.T) {
 	e := start(t, startIssuer(t), map[string]string{"ENABLE_AUTH": "false"})
 	res := post(t, e.URL, "", initBody, nil)
 	b := body(t, res)
-	if !strings.Contains(b, "-32030") || !strings.Contains(b, "not authenticated") {
+	if !strings.Contains(b, "-32030") {
 		t.Fatalf("anonymous initialize under the shipped policy: %d %s", res.StatusCode, b)
+	}
+	// An anonymous caller never reads the policy's reasons, detail on or not.
+	if strings.Contains(b, "not authenticated") || !strings.Contains(b, `"reasons":[]`) {
+		t.Fatalf("anonymous caller shown reasons: %s", b)
 	}
 }
 

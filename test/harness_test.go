@@ -87,6 +87,10 @@ func startWith(t testing.TB, iss *devidp.Issuer, vars map[string]string, opts se
 		"ROLES_FILE":            filepath.Join(repoRoot(), "test", "fixtures", "roles.json"),
 		"POLICY_DIR":            filepath.Join(repoRoot(), "policies"),
 		"LOG_LEVEL":             "error",
+		// The tests read the policy's reasons; production shows none.
+		"DENIAL_DETAIL": "true",
+		// Loopback http base URL and, in some tests, ENABLE_AUTH=false: not production.
+		"ENVIRONMENT": "development",
 	}
 	for k, v := range vars {
 		src[k] = v

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
@@ -78,14 +79,13 @@ func TestKeycloakJWTBearerGrant(t *testing.T) {
 	denial(t, call(t, cs, "read_critical_data", map[string]any{"query": "q"}))
 }
 
-func metric(t *testing.T, base, name string) int {
+// metric reads a counter from the server's metrics handler (served on
+// METRICS_ADDR, not on the MCP listener).
+func metric(t *testing.T, e *env, name string) int {
 	t.Helper()
-	res, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
+	rec := httptest.NewRecorder()
+	e.Server.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://127.0.0.1/metrics", nil))
+	b := rec.Body.Bytes()
 	m := regexp.MustCompile(`(?m)^` + name + ` (\d+)`).FindSubmatch(b)
 	if m == nil {
 		t.Fatalf("no %s in /metrics", name)
@@ -137,7 +137,7 @@ func TestKeycloakConcurrentFirstCallsOneExchange(t *testing.T) {
 			t.Fatalf("a concurrent call failed: %s", c)
 		}
 	}
-	if n := metric(t, e.Base, "mcpguard_keycloak_exchanges_total"); n != 1 {
+	if n := metric(t, e, "mcpguard_keycloak_exchanges_total"); n != 1 {
 		t.Fatalf("server made %d exchanges for 50 concurrent first calls", n)
 	}
 	after, err := kc.exchangeEvents()
@@ -267,5 +267,91 @@ func TestTypeScriptKeycloak(t *testing.T) {
 	}
 	if out := run.structured(t, 2); !strings.Contains(out, `"role_source":"keycloak"`) {
 		t.Fatalf("roles not from Keycloak: %s", out)
+	}
+}
+
+// TestKeycloakSubjectBinding: with KEYCLOAK_SUBJECT_CLAIM=entra_oid the
+// Keycloak token must name the caller's Entra object id (the harness has
+// Keycloak import oid into an admin-only user attribute and map it into its
+// access tokens). Both grants serve a bound caller; a Keycloak user linked
+// to one Entra identity but recorded as another (an operator's mis-link) is
+// refused under the JWT grant, and served without the setting.
+func TestKeycloakSubjectBinding(t *testing.T) {
+	kc := startKeycloak(t)
+	bound := map[string]string{"KEYCLOAK_SUBJECT_CLAIM": "entra_oid"}
+	ex := kcEnv(t, kc, "token-exchange", bound)
+	ivan := devidp.Token{User: "kc-ivan", Roles: []string{"data_reader"}}
+	if err := call(t, ex.connect(t, ex.token(t, ivan)), "read_critical_data", map[string]any{"query": "q"}); err != nil {
+		t.Fatalf("token exchange, bound caller: %v", err)
+	}
+	jb := kcEnv(t, kc, "jwt-bearer", bound)
+	if err := call(t, jb.connect(t, jb.token(t, ivan)), "read_critical_data", map[string]any{"query": "q"}); err != nil {
+		t.Fatalf("JWT grant, bound caller: %v", err)
+	}
+
+	// The operator links judy's Entra subject to a user recorded with
+	// someone else's object id, and gives it a role.
+	judy := jb.token(t, devidp.Token{User: "kc-judy", Roles: []string{"data_reader"}})
+	sub, _ := smokeClaims(t, judy)["sub"].(string)
+	r := "/realms/" + kcRealm
+	uid := smokeCreateUser(t, kc, "kc-judy-mislinked")
+	var user map[string]any
+	if _, err := kc.admin("GET", r+"/users/"+uid, nil, &user); err != nil {
+		t.Fatal(err)
+	}
+	user["attributes"] = map[string]any{"entra_oid": []string{devidp.ObjectIDFor("kc-someone-else")}}
+	if _, err := kc.admin("PUT", r+"/users/"+uid, user, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kc.admin("POST", r+"/users/"+uid+"/federated-identity/"+kcIDPAlias,
+		map[string]any{"identityProvider": kcIDPAlias, "userId": sub, "userName": "kc-judy"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var reader map[string]any
+	if _, err := kc.admin("GET", r+"/roles/data_reader", nil, &reader); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kc.admin("POST", r+"/users/"+uid+"/role-mappings/realm", []any{reader}, nil); err != nil {
+		t.Fatal(err)
+	}
+	res := post(t, jb.URL, judy, initBody, nil)
+	if b := body(t, res); !strings.Contains(b, "-32031") || strings.Contains(b, `"result"`) {
+		t.Fatalf("mis-linked user with the binding checked: %d %s", res.StatusCode, b)
+	}
+	unbound := kcEnv(t, kc, "jwt-bearer", nil)
+	if err := call(t, unbound.connect(t, judy), "read_critical_data", map[string]any{"query": "q"}); err != nil {
+		t.Fatalf("the same user without the binding checked (the control): %v", err)
+	}
+}
+
+// TestKeycloakRefusalsNotRepeated: 20 requests with one token cost one
+// Keycloak call when Keycloak refuses the caller (the refusal is remembered
+// for that token) and when it refuses mcpguard itself (a rotated client
+// secret pauses exchanges); every request is refused, none allowed.
+func TestKeycloakRefusalsNotRepeated(t *testing.T) {
+	kc := startKeycloak(t)
+	for name, c := range map[string]struct {
+		grant string
+		vars  map[string]string
+		user  string
+	}{
+		// The JWT grant refuses a caller Keycloak has not linked: invalid_grant.
+		"caller refused": {"jwt-bearer", nil, fmt.Sprintf("kc-unlinked-%d", time.Now().UnixNano())},
+		// Keycloak answers a wrong client secret with 401 unauthorized_client.
+		"client secret rotated": {"token-exchange", map[string]string{"KEYCLOAK_CLIENT_SECRET": "rotated-elsewhere"}, "kc-kim"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := kcEnv(t, kc, c.grant, c.vars)
+			tok := e.token(t, devidp.Token{User: c.user, Roles: []string{"data_reader"}})
+			for i := range 20 {
+				res := post(t, e.URL, tok, initBody, nil)
+				if b := body(t, res); !strings.Contains(b, "-32031") || strings.Contains(b, `"result"`) {
+					t.Fatalf("request %d: %d %s", i+1, res.StatusCode, b)
+				}
+			}
+			if n := metric(t, e, "mcpguard_keycloak_exchanges_total"); n != 1 {
+				t.Fatalf("20 refused requests with one token made %d Keycloak calls", n)
+			}
+		})
 	}
 }

@@ -42,7 +42,7 @@ func TestStdioTransport(t *testing.T) {
 		cmd := exec.Command(bin, "serve")
 		cmd.Dir = repoRoot()
 		cmd.Env = append(os.Environ(),
-			"TRANSPORT=stdio", "LOG_LEVEL=error", "ENV_FILE=/nonexistent",
+			"TRANSPORT=stdio", "LOG_LEVEL=error", "ENV_FILE=/nonexistent", "DENIAL_DETAIL=true",
 			"AZURE_AUTHORITY_HOST="+iss.Authority, "AZURE_TENANT_ID="+tenantID, "AZURE_CLIENT_ID="+clientID,
 			"AZURE_REQUIRED_SCOPES=read", "ROLE_SOURCE=static",
 			"ROLES_FILE="+filepath.Join(repoRoot(), "test", "fixtures", "roles.json"),
@@ -74,7 +74,7 @@ func TestStdioTransport(t *testing.T) {
 		defer cancel()
 		cmd := exec.Command(bin, "serve")
 		cmd.Dir = repoRoot()
-		cmd.Env = append(os.Environ(), "TRANSPORT=stdio", "LOG_LEVEL=error", "ENV_FILE=/nonexistent",
+		cmd.Env = append(os.Environ(), "TRANSPORT=stdio", "LOG_LEVEL=error", "ENV_FILE=/nonexistent", "DENIAL_DETAIL=true",
 			"AZURE_AUTHORITY_HOST="+iss.Authority, "AZURE_TENANT_ID="+tenantID, "AZURE_CLIENT_ID="+clientID,
 			"ROLE_SOURCE=token", "STDIO_ACCESS_TOKEN=garbage")
 		_, err := mcp.NewClient(&mcp.Implementation{Name: "stdio-test"}, nil).Connect(cmdCtx, &mcp.CommandTransport{Command: cmd}, nil)

@@ -47,7 +47,8 @@ func token(args []string, stdout io.Writer) error {
 	if !*dev {
 		return fmt.Errorf("token: only development tokens can be made here (--dev); real tokens come from Entra ID")
 	}
-	cfg, _, err := config.Load([]string{"--dev-idp=true"})
+	// Only the dev IdP's settings are read here; it never runs in production.
+	cfg, _, err := config.Load([]string{"--dev-idp=true", "--environment=development"})
 	if err != nil {
 		return err
 	}
@@ -98,7 +99,8 @@ func policyCmd(args []string, stdout, stderr io.Writer) error {
 	ctx := context.Background()
 	switch sub {
 	case "lint":
-		cfg, _, err := config.Load(append([]string{"--enable-auth=false", "--log-level=error"}, args...))
+		// The lint serves nothing: the production guards on serving do not apply.
+		cfg, _, err := config.Load(append([]string{"--enable-auth=false", "--log-level=error", "--environment=development"}, args...))
 		if err != nil {
 			return err
 		}

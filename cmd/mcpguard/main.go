@@ -27,7 +27,13 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	// SIGTERM and SIGINT end ctx: serve then shuts down gracefully and exits 0.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// A second signal during the shutdown ends the process at once.
+	context.AfterFunc(ctx, stop)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "mcpguard:", err)
 		var ee exitError
 		if errors.As(err, &ee) {
@@ -41,14 +47,14 @@ type exitError int
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
-func run(args []string, stdout, stderr io.Writer) error {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := "serve"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
 	case "serve":
-		return serve(args, stderr)
+		return serve(ctx, args, stderr)
 	case "token":
 		return token(args, stdout)
 	case "keys":
@@ -89,7 +95,8 @@ func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-func serve(args []string, stderr io.Writer) error {
+// serve runs the server until ctx ends, then shuts it down (see Server.Serve).
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg, rest, err := config.Load(args)
 	if err != nil {
 		return err
@@ -98,8 +105,6 @@ func serve(args []string, stderr io.Writer) error {
 		return fmt.Errorf("serve: unexpected arguments %q", rest)
 	}
 	logger := newLogger(cfg, stderr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 
 	if cfg.Dev.Enabled {
 		shutdown, err := startDevIDP(cfg, logger)
@@ -115,31 +120,32 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	if cfg.Transport == config.TransportStdio {
 		logger.Info("serving MCP on stdio", "policy_dir", cfg.PolicyDir, "auth", cfg.EnableAuth)
-		return srv.RunStdio(ctx)
-	}
-	hs := &http.Server{
-		Addr:              cfg.Addr(),
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		if err := srv.RunStdio(ctx); err != nil && (ctx.Err() == nil || !errors.Is(err, context.Canceled)) {
+			return err
+		}
+		return nil
 	}
 	ln, err := net.Listen("tcp", cfg.Addr())
 	if err != nil {
 		return err
 	}
-	logger.Info("mcpguard listening", "addr", ln.Addr().String(), "endpoint", cfg.ResourceURL(), "transport", cfg.Transport,
-		"stateless", cfg.Stateless, "auth", cfg.EnableAuth, "role_source", cfg.RoleSource, "policy_dir", cfg.PolicyDir, "dev_idp", cfg.Dev.Enabled)
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
+	var mln net.Listener
+	metricsAddr := "off"
+	if cfg.MetricsAddr != "" {
+		if mln, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("METRICS_ADDR: %w", err)
+		}
+		metricsAddr = mln.Addr().String()
 	}
-	logger.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return hs.Shutdown(sctx)
+	logger.Info("mcpguard listening", "addr", ln.Addr().String(), "endpoint", cfg.ResourceURL(), "transport", cfg.Transport,
+		"stateless", cfg.Stateless, "auth", cfg.EnableAuth, "role_source", cfg.RoleSource, "policy_dir", cfg.PolicyDir, "dev_idp", cfg.Dev.Enabled,
+		"metrics", metricsAddr)
+	if err := srv.Serve(ctx, ln, mln); err != nil {
+		return err
+	}
+	logger.Info("stopped")
+	return nil
 }
 
 // startDevIDP serves the embedded Entra-shaped issuer on its loopback address.

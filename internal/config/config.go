@@ -58,6 +58,10 @@ type Config struct {
 	MaxRequestBytes int64
 	// AllowedOrigins are browser origins allowed besides same-origin requests.
 	AllowedOrigins []string
+	// HTTP bounds what a connection may hold of the HTTP listener.
+	HTTP HTTP
+	// MetricsAddr is the listen address of /metrics; empty: not served.
+	MetricsAddr string
 
 	EnableAuth bool
 	// StdioAccessToken authenticates the stdio transport's one caller.
@@ -70,6 +74,14 @@ type Config struct {
 	// ListCacheTTL is how long a caller's filtered list is reused within a
 	// session (0: evaluate every list). Calls are always decided afresh.
 	ListCacheTTL time.Duration
+	// ListPageSize is how many items one page of a filtered list holds.
+	ListPageSize int
+	// DenialDetail shows authenticated callers the policy's reasons for a
+	// denial; otherwise they get a generic message and the decision id.
+	// Logs keep the reasons either way.
+	DenialDetail bool
+	// Sessions bounds the MCP sessions and event streams a user may hold.
+	Sessions Sessions
 
 	RoleSource string
 	RolesFile  string
@@ -82,12 +94,31 @@ type Config struct {
 	Redis                Redis
 }
 
+// HTTP bounds the connections of the HTTP transports, so that a client that
+// sends slowly or not at all cannot hold them; streams are not bounded.
+type HTTP struct {
+	// ReadHeaderTimeout bounds the reading of a request's headers.
+	ReadHeaderTimeout time.Duration
+	// BodyTimeout bounds the reading of a request's body; it is lifted once
+	// the body is read, so that an answer may stream for as long as it needs.
+	BodyTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection that sends no next request.
+	IdleTimeout time.Duration
+	// MaxConnections caps the connections open at once; more wait to be accepted.
+	MaxConnections int
+	// ShutdownTimeout is how long requests in flight may finish at shutdown.
+	ShutdownTimeout time.Duration
+}
+
 // Azure is the Entra ID resource-server configuration.
 type Azure struct {
 	ClientID       string
 	ClientSecret   string
 	TenantID       string
 	AllowedTenants []string
+	// AppRoleTenants are tenants, besides a home AZURE_TENANT_ID, whose app
+	// roles the token and static role sources trust.
+	AppRoleTenants []string
 	AuthorityHost  string
 	AppIDURI       string
 	BaseURL        string
@@ -103,6 +134,18 @@ type Dev struct {
 	KeyFile string
 }
 
+// Sessions bounds what one user (tenant and object id) may keep open, so
+// that no caller, with roles or without, can fill the server's memory.
+type Sessions struct {
+	// IdleTimeout closes a Streamable HTTP session that receives no request for this long.
+	IdleTimeout time.Duration
+	// MaxPerUser caps one user's live Streamable HTTP sessions.
+	MaxPerUser int
+	// MaxStreamsPerUser caps one user's open event streams: legacy SSE
+	// sessions and Streamable HTTP GET streams.
+	MaxStreamsPerUser int
+}
+
 // Keycloak configures the role source that exchanges Entra tokens at Keycloak.
 type Keycloak struct {
 	ServerURL    string
@@ -115,6 +158,9 @@ type Keycloak struct {
 	Scope        string
 	// ClientAuth is how the client authenticates: basic or post.
 	ClientAuth string
+	// SubjectClaim names the Keycloak token claim that must carry the
+	// caller's Entra object id; empty: not checked.
+	SubjectClaim string
 }
 
 // Redis locates the shared store.
@@ -131,6 +177,8 @@ type Source func(name string) (string, bool)
 // Load builds the configuration from command-line args (--port=8000 or
 // --port 8000 set PORT), the process environment and the .env file in the
 // working directory (or ENV_FILE). Args that are not flags are returned.
+// STDIO_ACCESS_TOKEN is read from the environment only; a flag or .env entry
+// for it is an error.
 func Load(args []string) (*Config, []string, error) {
 	flags, rest, err := parseFlags(args)
 	if err != nil {
@@ -146,7 +194,19 @@ func Load(args []string) (*Config, []string, error) {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, nil, err
 	}
+	// A token in a flag is visible to every user of the machine (ps), and one
+	// in a file is a token stored in plain text: the process environment only.
+	var misplaced []error
+	if _, ok := flags[stdioTokenVar]; ok {
+		misplaced = append(misplaced, fmt.Errorf("%s: must come from the process environment, not a flag (flags are visible in ps)", stdioTokenVar))
+	}
+	if _, ok := dotenv[stdioTokenVar]; ok {
+		misplaced = append(misplaced, fmt.Errorf("%s: must come from the process environment, not %s (a token must not be stored in a file)", stdioTokenVar, envFile))
+	}
 	src := func(name string) (string, bool) {
+		if name == stdioTokenVar {
+			return os.LookupEnv(name)
+		}
 		if v, ok := flags[name]; ok {
 			return v, true
 		}
@@ -157,8 +217,19 @@ func Load(args []string) (*Config, []string, error) {
 		return v, ok
 	}
 	cfg, err := FromSource(src)
+	if len(misplaced) > 0 {
+		var ce *Error
+		if errors.As(err, &ce) {
+			ce.Problems = append(misplaced, ce.Problems...)
+			return nil, rest, ce
+		}
+		return nil, rest, &Error{Problems: misplaced}
+	}
 	return cfg, rest, err
 }
+
+// stdioTokenVar is read from the process environment only.
+const stdioTokenVar = "STDIO_ACCESS_TOKEN"
 
 // parseFlags turns --some-name=value into SOME_NAME=value.
 func parseFlags(args []string) (map[string]string, []string, error) {
@@ -290,7 +361,7 @@ func FromSource(src Source) (*Config, error) {
 	r := &reader{src: src}
 	c := &Config{
 		ServerName:       r.str("SERVER_NAME", "mcpguard"),
-		Environment:      r.oneOf("ENVIRONMENT", "development", "development", "staging", "production"),
+		Environment:      r.oneOf("ENVIRONMENT", "production", "development", "staging", "production"),
 		Debug:            r.boolean("DEBUG", false),
 		Host:             r.str("HOST", "0.0.0.0"),
 		Port:             int(r.integer("PORT", 8000, 0, 65535)),
@@ -301,7 +372,7 @@ func FromSource(src Source) (*Config, error) {
 		MaxRequestBytes:  r.integer("MAX_REQUEST_BYTES", 1<<20, 1024, 1<<30),
 		AllowedOrigins:   r.list("ALLOWED_ORIGINS", ""),
 		EnableAuth:       r.boolean("ENABLE_AUTH", true),
-		StdioAccessToken: r.str("STDIO_ACCESS_TOKEN", ""),
+		StdioAccessToken: r.str(stdioTokenVar, ""),
 		PolicyDir:        r.str("POLICY_DIR", "policies"),
 		PolicyTimeout:    r.duration("POLICY_TIMEOUT", 100*time.Millisecond),
 		ListCacheTTL:     r.duration("LIST_CACHE_TTL", 10*time.Second),
@@ -313,6 +384,23 @@ func FromSource(src Source) (*Config, error) {
 	}
 	if c.Debug && c.LogLevel == "info" {
 		c.LogLevel = "debug"
+	}
+	c.ListPageSize = int(r.integer("LIST_PAGE_SIZE", 1000, 1, 1<<20))
+	// Reasons name roles and rules: an oracle for a prober. Shown by default
+	// only where the caller is the developer.
+	c.DenialDetail = r.boolean("DENIAL_DETAIL", c.Environment == "development")
+	c.HTTP = HTTP{
+		ReadHeaderTimeout: r.duration("HTTP_READ_HEADER_TIMEOUT", 10*time.Second),
+		BodyTimeout:       r.duration("HTTP_BODY_TIMEOUT", 30*time.Second),
+		IdleTimeout:       r.duration("HTTP_IDLE_TIMEOUT", 60*time.Second),
+		MaxConnections:    int(r.integer("HTTP_MAX_CONNECTIONS", 1024, 1, 1<<20)),
+		ShutdownTimeout:   r.duration("SHUTDOWN_TIMEOUT", 10*time.Second),
+	}
+	// Metrics get a listener of their own, on loopback unless told otherwise:
+	// they need no token, so they must not sit beside the MCP endpoint.
+	c.MetricsAddr = r.str("METRICS_ADDR", "127.0.0.1:9464")
+	if strings.EqualFold(c.MetricsAddr, "off") {
+		c.MetricsAddr = ""
 	}
 	c.Dev = Dev{
 		Enabled: r.boolean("DEV_IDP", false),
@@ -330,6 +418,7 @@ func FromSource(src Source) (*Config, error) {
 		ClientSecret:   r.str("AZURE_CLIENT_SECRET", ""),
 		TenantID:       r.str("AZURE_TENANT_ID", defTenant),
 		AllowedTenants: r.list("AZURE_ALLOWED_TENANTS", ""),
+		AppRoleTenants: r.list("AZURE_APP_ROLE_TENANTS", ""),
 		AuthorityHost:  strings.TrimRight(r.str("AZURE_AUTHORITY_HOST", defAuthority), "/"),
 		AppIDURI:       r.str("AZURE_APP_ID_URI", ""),
 		BaseURL:        strings.TrimRight(r.str("AZURE_BASE_URL", ""), "/"),
@@ -373,12 +462,18 @@ func FromSource(src Source) (*Config, error) {
 		Audience:     r.str("KEYCLOAK_AUDIENCE", ""),
 		Scope:        r.str("KEYCLOAK_SCOPE", ""),
 		ClientAuth:   r.oneOf("KEYCLOAK_CLIENT_AUTH", "basic", "basic", "post"),
+		SubjectClaim: r.str("KEYCLOAK_SUBJECT_CLAIM", ""),
 	}
 	c.Redis = Redis{
 		URL:      r.str("REDIS_URL", ""),
 		Host:     r.str("REDIS_HOST", ""),
 		Port:     int(r.integer("REDIS_PORT", 6379, 1, 65535)),
 		Password: r.str("REDIS_PASSWORD", ""),
+	}
+	c.Sessions = Sessions{
+		IdleTimeout:       r.duration("SESSION_IDLE_TIMEOUT", 30*time.Minute),
+		MaxPerUser:        int(r.integer("MAX_SESSIONS_PER_USER", 32, 1, 1<<20)),
+		MaxStreamsPerUser: int(r.integer("MAX_STREAMS_PER_USER", 32, 1, 1<<20)),
 	}
 	c.validate(r)
 	if len(r.errs) > 0 {
@@ -404,10 +499,17 @@ func (c *Config) validate(r *reader) {
 		if err := checkAuthority(c.Azure.AuthorityHost); err != nil {
 			r.fail("AZURE_AUTHORITY_HOST", "%v", err)
 		}
+		accepted := append([]string{c.Azure.TenantID}, c.Azure.AllowedTenants...)
+		for _, t := range c.Azure.AppRoleTenants {
+			if !slices.ContainsFunc(accepted, func(a string) bool { return strings.EqualFold(a, t) }) {
+				r.fail("AZURE_APP_ROLE_TENANTS", "%q is not an accepted tenant (AZURE_TENANT_ID or AZURE_ALLOWED_TENANTS)", t)
+			}
+		}
 	}
 	if u, err := url.Parse(c.Azure.BaseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		r.fail("AZURE_BASE_URL", "%q is not an http(s) URL", c.Azure.BaseURL)
-	} else if c.Environment == "production" && u.Scheme != "https" {
+	} else if c.Environment == "production" && c.Transport != TransportStdio && u.Scheme != "https" {
+		// Over stdio nothing is served at this URL.
 		r.fail("AZURE_BASE_URL", "must be https in production")
 	}
 	if c.Dev.Enabled && c.Environment == "production" {
@@ -424,8 +526,28 @@ func (c *Config) validate(r *reader) {
 	if c.PolicyDir == "" {
 		r.fail("POLICY_DIR", "must name the folder of Rego policies")
 	}
+	for _, t := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"HTTP_READ_HEADER_TIMEOUT", c.HTTP.ReadHeaderTimeout}, {"HTTP_BODY_TIMEOUT", c.HTTP.BodyTimeout}, {"HTTP_IDLE_TIMEOUT", c.HTTP.IdleTimeout},
+	} {
+		if t.d <= 0 {
+			r.fail(t.name, "must be positive: without it a client that sends nothing holds its connection forever")
+		}
+	}
+	if c.MetricsAddr != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			r.fail("METRICS_ADDR", "%q is not a host:port (or off)", c.MetricsAddr)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			r.fail("METRICS_ADDR", "%q: the port must be a number from 0 to 65535", c.MetricsAddr)
+		}
+	}
 	if c.PolicyTimeout <= 0 {
 		r.fail("POLICY_TIMEOUT", "must be positive")
+	}
+	if c.Sessions.IdleTimeout <= 0 {
+		r.fail("SESSION_IDLE_TIMEOUT", "must be positive: a session that never expires is held until the process exits")
 	}
 	if c.RoleSource == RoleSourceStatic && c.RolesFile == "" && !c.Dev.Enabled {
 		r.fail("ROLES_FILE", "required when ROLE_SOURCE=static")

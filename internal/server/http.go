@@ -1,13 +1,12 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
-	"net/url"
 	"strings"
-	"sync"
+	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -18,7 +17,9 @@ import (
 )
 
 // Handler is the HTTP face of the server: the MCP endpoint (/mcp, or /sse
-// for TRANSPORT=sse), RFC 9728 metadata, health and metrics.
+// for TRANSPORT=sse), RFC 9728 metadata and health. Metrics are not here:
+// they need no token, so they are served by MetricsHandler on a listener of
+// their own.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	endpoint := "/mcp"
@@ -27,12 +28,13 @@ func (s *Server) Handler() http.Handler {
 		endpoint = "/sse"
 		mcpHandler = s.sseHandler()
 	} else {
-		mcpHandler = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s.mcp }, &mcp.StreamableHTTPOptions{
+		mcpHandler = s.limitSessions(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s.mcp }, &mcp.StreamableHTTPOptions{
 			Stateless:           s.cfg.Stateless,
 			JSONResponse:        s.cfg.Stateless,
 			MaxRequestBodyBytes: s.cfg.MaxRequestBytes,
+			SessionTimeout:      s.cfg.Sessions.IdleTimeout,
 			Logger:              quieter(s.logger),
-		})
+		}))
 	}
 	mux.Handle(endpoint, s.protect(mcpHandler))
 
@@ -45,7 +47,6 @@ func (s *Server) Handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
-	mux.Handle("GET /metrics", s.metrics.handler())
 
 	cop := http.NewCrossOriginProtection()
 	for _, o := range s.cfg.AllowedOrigins {
@@ -53,11 +54,14 @@ func (s *Server) Handler() http.Handler {
 			s.logger.Warn("ALLOWED_ORIGINS entry ignored", "origin", o, "error", err)
 		}
 	}
-	return cop.Handler(mux)
+	return s.recoverHTTP(bodyDeadline(cop.Handler(mux), s.cfg.HTTP.BodyTimeout))
 }
 
 // protect puts authentication and role resolution in front of an MCP handler.
 func (s *Server) protect(h http.Handler) http.Handler {
+	// Innermost, after authentication has read them: the SDK hands every
+	// handler the request's headers (RequestExtra.Header).
+	h = stripCredentials(h)
 	if s.verifier == nil {
 		return limitBody(h, s.cfg.MaxRequestBytes)
 	}
@@ -113,6 +117,81 @@ func limitBody(h http.Handler, max int64) http.Handler {
 	})
 }
 
+// stripCredentials removes every header that carries a credential, so that
+// no tool, resource or prompt handler ever sees the caller's token.
+func stripCredentials(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var drop []string
+		for name := range r.Header {
+			if isCredentialHeader(name) {
+				drop = append(drop, name)
+			}
+		}
+		if len(drop) > 0 {
+			r2 := *r
+			r2.Header = r.Header.Clone()
+			for _, name := range drop {
+				delete(r2.Header, name)
+			}
+			r = &r2
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// credentialWords mark a header as a credential: Authorization,
+// Proxy-Authorization, Cookie, and what proxies add (X-Forwarded-Access-Token,
+// X-MS-TOKEN-AAD-ID-TOKEN, X-Api-Key, …). None is in a header the SDK reads.
+var credentialWords = []string{"auth", "cookie", "token", "secret", "password", "passwd", "api-key", "apikey", "credential"}
+
+func isCredentialHeader(name string) bool {
+	name = strings.ToLower(name)
+	for _, w := range credentialWords {
+		if strings.Contains(name, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// bodyDeadline bounds the reading of a request body, so that a client that
+// declares a body and sends it slowly, or not at all, cannot hold a
+// connection. The deadline is lifted as soon as the body is read: net/http
+// then keeps a read pending to notice the client leaving, and a deadline
+// expiring there would cancel the request, ending a response that streams
+// (Go 1.26's net/http clears it too when it starts that read; this does
+// not rely on it).
+func bodyDeadline(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
+			h.ServeHTTP(w, r)
+			return
+		}
+		rc := http.NewResponseController(w)
+		// Without a connection (a recorder, in tests) there is nothing to bound.
+		if err := rc.SetReadDeadline(time.Now().Add(d)); err == nil {
+			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// deadlineBody lifts the connection's read deadline when the body ends.
+type deadlineBody struct {
+	io.ReadCloser
+	rc     *http.ResponseController
+	lifted bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF && !b.lifted {
+		b.lifted = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
+
 func writeJSONRPCError(w http.ResponseWriter, status int, code int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
@@ -150,86 +229,3 @@ func (s *Server) resourceMetadata(endpoint string) *oauthex.ProtectedResourceMet
 		ResourceName:           s.cfg.ServerName,
 	}
 }
-
-// sseHandler serves the legacy HTTP+SSE transport. The SDK's SSE transport
-// carries no TokenInfo, so each session gets a server bound to the principal
-// that opened it, and POSTs to a session are accepted only from that user.
-func (s *Server) sseHandler() http.Handler {
-	var mu sync.Mutex
-	owners := map[string]string{} // session id → user id
-	cache := mcp.NewSchemaCache()
-	h := mcp.NewSSEHandler(func(r *http.Request) *mcp.Server {
-		p := s.anonymous
-		if ti, ok := r.Context().Value(tokenInfoKey{}).(*auth.TokenInfo); ok {
-			p = ti.Extra[extraKey].(*requestFacts).p
-		}
-		srv := mcp.NewServer(&mcp.Implementation{Name: s.cfg.ServerName, Version: Version}, s.serverOptions(cache))
-		s.register(srv)
-		srv.AddReceivingMiddleware(s.authorizer(p))
-		return srv
-	}, &mcp.SSEOptions{MaxRequestBodyBytes: s.cfg.MaxRequestBytes})
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		user := ""
-		if ti, ok := r.Context().Value(tokenInfoKey{}).(*auth.TokenInfo); ok {
-			user = ti.UserID
-		}
-		if r.Method == http.MethodPost {
-			id := r.URL.Query().Get("sessionid")
-			mu.Lock()
-			owner, known := owners[id]
-			mu.Unlock()
-			if !known {
-				http.Error(w, "session not found", http.StatusNotFound)
-				return
-			}
-			if owner != user {
-				http.Error(w, "session belongs to another user", http.StatusForbidden)
-				return
-			}
-			h.ServeHTTP(w, r)
-			return
-		}
-		sw := &sniffWriter{ResponseWriter: w, onSession: func(id string) {
-			mu.Lock()
-			owners[id] = user
-			mu.Unlock()
-		}}
-		h.ServeHTTP(sw, r)
-		if sw.session != "" {
-			mu.Lock()
-			delete(owners, sw.session)
-			mu.Unlock()
-		}
-	})
-}
-
-// sniffWriter learns a new SSE session's id from its endpoint event.
-type sniffWriter struct {
-	http.ResponseWriter
-	session   string
-	onSession func(string)
-}
-
-func (w *sniffWriter) Write(b []byte) (int, error) {
-	if w.session == "" {
-		if i := bytes.Index(b, []byte("sessionid=")); i >= 0 {
-			rest := b[i+len("sessionid="):]
-			if j := bytes.IndexAny(rest, "&\r\n \""); j >= 0 {
-				rest = rest[:j]
-			}
-			if id, err := url.QueryUnescape(string(rest)); err == nil {
-				w.session = id
-				w.onSession(id)
-			}
-		}
-	}
-	return w.ResponseWriter.Write(b)
-}
-
-func (w *sniffWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-func (w *sniffWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

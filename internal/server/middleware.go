@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"hash/maphash"
@@ -41,21 +42,19 @@ type requestFacts struct {
 
 const extraKey = "mcpguard"
 
-// authorizer is the receiving middleware: one decision for every method.
-// The caller is the request's (from its TokenInfo), or fixed when not nil
-// (a legacy SSE session, bound to the user who opened it).
-func (s *Server) authorizer(fixed *principal) mcp.Middleware {
+// authorizer is the receiving middleware: one decision for every method,
+// made for the caller of this very request (its TokenInfo; over legacy SSE,
+// the TokenInfo of the POST that brought it). A panic in the decision or the
+// handler answers an internal error for this request alone.
+func (s *Server) authorizer() mcp.Middleware {
 	return func(next mcp.MethodHandler) mcp.MethodHandler {
-		return s.authorize(next, fixed)
+		return s.recovering(s.authorize(next))
 	}
 }
 
-func (s *Server) authorize(next mcp.MethodHandler, fixed *principal) mcp.MethodHandler {
+func (s *Server) authorize(next mcp.MethodHandler) mcp.MethodHandler {
 	return func(ctx context.Context, method string, req mcp.Request) (mcp.Result, error) {
 		p, facts := s.principalOf(req)
-		if fixed != nil {
-			p = fixed
-		}
 		in := policy.Input{
 			Identity:      p.identityDoc,
 			Authorization: p.authzDoc,
@@ -85,6 +84,23 @@ func (s *Server) authorize(next mcp.MethodHandler, fixed *principal) mcp.MethodH
 			in.MCP.ResourceURI = params.URI
 		case *mcp.GetPromptParams:
 			in.MCP.Prompt = &policy.Prompt{Name: params.Name, Arguments: params.Arguments}
+		case *mcp.CompleteParams:
+			// Completion reveals a prompt's or resource's argument values:
+			// the policy decides it like a use of its ref.
+			c := &policy.Completion{Argument: params.Argument.Name, Value: params.Argument.Value}
+			if params.Ref != nil {
+				c.RefType, c.Name, c.URI = params.Ref.Type, params.Ref.Name, params.Ref.URI
+			}
+			in.MCP.Completion = c
+		case *mcp.SubscriptionsListenParams:
+			// The SDK subscribes to these URIs from inside the listen
+			// handler, past this middleware: decide them here.
+			sub := &policy.Subscriptions{ResourceURIs: []string{}}
+			if n := params.Notifications; n != nil {
+				sub.ResourceURIs = append(sub.ResourceURIs, n.ResourceSubscriptions...)
+				sub.ToolsListChanged, sub.PromptsListChanged, sub.ResourcesListChanged = n.ToolsListChanged, n.PromptsListChanged, n.ResourcesListChanged
+			}
+			in.MCP.Subscriptions = sub
 		case *mcp.InitializeParams:
 			if params.ClientInfo != nil {
 				in.MCP.ClientName, in.MCP.ClientVersion = params.ClientInfo.Name, params.ClientInfo.Version
@@ -139,6 +155,14 @@ func (s *Server) list(ctx context.Context, method string, req mcp.Request, in *p
 	if err != nil || !d.Allow {
 		return nil, s.deny(method, p, d, err)
 	}
+	// The SDK pages by its own cursor over the unfiltered list (whose last
+	// item, hidden or not, the cursor names, and any crafted cursor is
+	// honoured): it hands over the whole list, and pages are cut here, after
+	// filtering, so a cursor can only walk what the caller may see.
+	after, err := takeCursor(req)
+	if err != nil {
+		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: "invalid cursor"}
+	}
 	res, err := next(ctx, method, req)
 	if err != nil {
 		return res, err
@@ -171,22 +195,23 @@ func (s *Server) list(ctx context.Context, method string, req mcp.Request, in *p
 		return nil, s.deny(method, p, policy.Decision{Reasons: []string{"policy evaluation failed"}}, err)
 	}
 	// New result values with new slices: the SDK shares the items themselves.
+	size := s.cfg.ListPageSize
 	switch r := res.(type) {
 	case *mcp.ListToolsResult:
 		out := *r
-		out.Tools = keep(r.Tools, visible, func(t *mcp.Tool) string { return t.Name })
+		out.Tools, out.NextCursor = page(r.Tools, visible, func(t *mcp.Tool) string { return t.Name }, after, size)
 		return &out, nil
 	case *mcp.ListResourcesResult:
 		out := *r
-		out.Resources = keep(r.Resources, visible, func(x *mcp.Resource) string { return x.URI })
+		out.Resources, out.NextCursor = page(r.Resources, visible, func(x *mcp.Resource) string { return x.URI }, after, size)
 		return &out, nil
 	case *mcp.ListResourceTemplatesResult:
 		out := *r
-		out.ResourceTemplates = keep(r.ResourceTemplates, visible, func(x *mcp.ResourceTemplate) string { return x.URITemplate })
+		out.ResourceTemplates, out.NextCursor = page(r.ResourceTemplates, visible, func(x *mcp.ResourceTemplate) string { return x.URITemplate }, after, size)
 		return &out, nil
 	case *mcp.ListPromptsResult:
 		out := *r
-		out.Prompts = keep(r.Prompts, visible, func(x *mcp.Prompt) string { return x.Name })
+		out.Prompts, out.NextCursor = page(r.Prompts, visible, func(x *mcp.Prompt) string { return x.Name }, after, size)
 		return &out, nil
 	}
 	return nil, errors.New("unreachable")
@@ -249,34 +274,111 @@ func candidatesHash(c *policy.Candidates) uint64 {
 	return h.Sum64()
 }
 
-func keep[T any](items []T, visible map[string]struct{}, key func(T) string) []T {
-	out := make([]T, 0, len(visible))
+// page keeps the visible items that sort after the cursor's key (the SDK
+// lists in ascending key order), at most size of them, and returns the
+// cursor of the next page, or "" after the last.
+func page[T any](items []T, visible map[string]struct{}, key func(T) string, after string, size int) ([]T, string) {
+	out := make([]T, 0, min(len(visible), size))
 	for _, it := range items {
-		if _, ok := visible[key(it)]; ok {
-			out = append(out, it)
+		k := key(it)
+		if _, ok := visible[k]; !ok || (after != "" && k <= after) {
+			continue
 		}
+		if len(out) == size {
+			return out, encodeCursor(key(out[len(out)-1]))
+		}
+		out = append(out, it)
 	}
-	return out
+	return out, ""
 }
 
+// listCursor is what an opaque list cursor carries: the key of the last
+// item of the previous page, an item the caller was shown.
+type listCursor struct {
+	V     int    `json:"v"`
+	After string `json:"after"`
+}
+
+func encodeCursor(after string) string {
+	b, _ := json.Marshal(listCursor{V: 1, After: after})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// takeCursor reads a list request's cursor and removes it, so the SDK lists
+// from the start.
+func takeCursor(req mcp.Request) (string, error) {
+	var c *string
+	switch p := req.GetParams().(type) {
+	case *mcp.ListToolsParams:
+		if p != nil {
+			c = &p.Cursor
+		}
+	case *mcp.ListResourcesParams:
+		if p != nil {
+			c = &p.Cursor
+		}
+	case *mcp.ListResourceTemplatesParams:
+		if p != nil {
+			c = &p.Cursor
+		}
+	case *mcp.ListPromptsParams:
+		if p != nil {
+			c = &p.Cursor
+		}
+	}
+	if c == nil || *c == "" {
+		return "", nil
+	}
+	raw := *c
+	*c = ""
+	b, err := base64.RawURLEncoding.DecodeString(raw)
+	if err != nil {
+		return "", err
+	}
+	var lc listCursor
+	if err := json.Unmarshal(b, &lc); err != nil || lc.V != 1 || lc.After == "" {
+		return "", errors.New("not a cursor of this server")
+	}
+	return lc.After, nil
+}
+
+// deny answers a refused request. The log keeps the reasons; the caller
+// gets them only with DENIAL_DETAIL and a verified token, since they name
+// the roles and rules a prober would want. Otherwise: a generic message and
+// the decision id, which an operator finds in the log.
 func (s *Server) deny(method string, p *principal, d policy.Decision, err error) error {
+	s.logger.Info("request denied", "decision_id", d.ID, "method", method, "user", p.identity.UserID(),
+		"kind", string(p.identity.Kind), "reasons", d.Reasons, "error", err)
 	code := CodeAccessDenied
-	msg := "access denied: " + strings.Join(d.Reasons, "; ")
+	msg := "access denied"
+	reasons := d.Reasons
 	if err != nil {
 		code = CodeAuthorizationUnavailable
 		msg = "authorization failed: the policy could not decide (request refused)"
+		reasons = nil
+	} else if s.cfg.DenialDetail && p.identity.Authenticated() && len(reasons) > 0 {
+		msg += ": " + strings.Join(reasons, "; ")
+	} else {
+		reasons = nil
 	}
-	s.logger.Info("request denied", "decision_id", d.ID, "method", method, "user", p.identity.UserID(),
-		"kind", string(p.identity.Kind), "reasons", d.Reasons)
-	data, _ := json.Marshal(DenialData{DecisionID: d.ID, Reasons: d.Reasons})
+	if reasons == nil {
+		reasons = []string{}
+		if d.ID != "" {
+			msg += " (decision " + d.ID + ")"
+		}
+	}
+	data, _ := json.Marshal(DenialData{DecisionID: d.ID, Reasons: reasons})
 	return &jsonrpc.Error{Code: int64(code), Message: msg, Data: data}
 }
 
+// unavailable refuses a request whose roles could not be had. The role
+// service's own words (which may name its configuration) stay in the log.
 func (s *Server) unavailable(method string, p *principal) error {
 	reason := "authorization service unavailable"
 	if errors.Is(p.authzErr, exchange.ErrRefused) {
-		reason = p.authzErr.Error()
+		reason = "the role service refused this caller"
 	}
+	s.logger.Info("request refused: no roles", "method", method, "user", p.identity.UserID(), "error", p.authzErr)
 	s.metrics.decision(method, false)
 	data, _ := json.Marshal(DenialData{Reasons: []string{reason}})
 	return &jsonrpc.Error{Code: CodeAuthorizationUnavailable, Message: reason + " (request refused)", Data: data}

@@ -40,7 +40,6 @@ type Server struct {
 	metrics   *metrics
 	transport string
 
-	register  func(*mcp.Server)
 	anonymous *principal
 	linted    chan struct{}
 	// stdioToken authenticates the stdio transport's one caller.
@@ -105,14 +104,17 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 			Name: "mcpguard_keycloak_exchanges_total",
 			Help: "Token exchanges sent to Keycloak (cache misses, retries included).",
 		}, func() float64 { return float64(kc.Exchanges()) }))
+		s.metrics.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "mcpguard_keycloak_refusals_total",
+			Help: "Callers refused by the Keycloak role source: by Keycloak, by the checks of its token, or for a token about to expire.",
+		}, func() float64 { return float64(kc.Refusals()) }))
 	}
-	s.register = opts.Register
-	s.mcp = mcp.NewServer(&mcp.Implementation{Name: cfg.ServerName, Version: Version}, s.serverOptions(nil))
-	s.register(s.mcp)
+	s.mcp = mcp.NewServer(&mcp.Implementation{Name: cfg.ServerName, Version: Version}, s.serverOptions())
+	opts.Register(s.mcp)
 	if s.catalog, err = readCatalog(ctx, s.mcp); err != nil {
 		return nil, fmt.Errorf("reading the registered tools: %w", err)
 	}
-	s.mcp.AddReceivingMiddleware(s.authorizer(nil))
+	s.mcp.AddReceivingMiddleware(s.authorizer())
 	s.anonymous = s.newPrincipal(ctx, authn.Anonymous, "")
 
 	// The lint partially evaluates the policy once per registered item: with
@@ -125,10 +127,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	return s, nil
 }
 
-func (s *Server) serverOptions(cache *mcp.SchemaCache) *mcp.ServerOptions {
+func (s *Server) serverOptions() *mcp.ServerOptions {
 	return &mcp.ServerOptions{
-		Logger:      quieter(s.logger),
-		SchemaCache: cache,
+		Logger: quieter(s.logger),
+		// Lists are paged after filtering (see list): the SDK hands over all.
+		PageSize: wholeList,
 		// Lists are filtered per caller: never let them be cached as public.
 		SetCacheable: func(_ context.Context, _ mcp.Request, c *mcp.Cacheable) {
 			c.CacheScope = "private"
@@ -136,6 +139,9 @@ func (s *Server) serverOptions(cache *mcp.SchemaCache) *mcp.ServerOptions {
 		},
 	}
 }
+
+// wholeList is a page size no catalog reaches.
+const wholeList = 1 << 30
 
 // roleCache is where exchanged roles are kept: in memory, or in Redis with
 // memory standing in while Redis is down; sealed with STORAGE_ENCRYPTION_KEY
@@ -184,14 +190,15 @@ func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
 }
 
 func roleSource(cfg *config.Config, logger *slog.Logger) (exchange.Source, error) {
+	tenants := exchange.NewAppRoleTenants(cfg.Azure.TenantID, cfg.Azure.AppRoleTenants)
 	switch cfg.RoleSource {
 	case config.RoleSourceToken:
-		return exchange.TokenRoles{}, nil
+		return exchange.TokenRoles{Tenants: tenants}, nil
 	case config.RoleSourceStatic:
 		if cfg.RolesFile == "" && cfg.Dev.Enabled {
-			return exchange.ParseStaticRoles(devidp.RolesJSON)
+			return exchange.ParseStaticRoles(devidp.RolesJSON, tenants)
 		}
-		return exchange.LoadStaticRoles(cfg.RolesFile)
+		return exchange.LoadStaticRoles(cfg.RolesFile, tenants)
 	case config.RoleSourceKeycloak:
 		cache, err := roleCache(cfg, logger)
 		if err != nil {
@@ -202,6 +209,7 @@ func roleSource(cfg *config.Config, logger *slog.Logger) (exchange.Source, error
 			ClientID: cfg.Keycloak.ClientID, ClientSecret: cfg.Keycloak.ClientSecret,
 			IDPAlias: cfg.Keycloak.IDPAlias, Grant: cfg.Keycloak.Grant,
 			Audience: cfg.Keycloak.Audience, Scope: cfg.Keycloak.Scope, ClientAuth: cfg.Keycloak.ClientAuth,
+			SubjectClaim: cfg.Keycloak.SubjectClaim,
 		}, cache, logger)
 	}
 	return nil, fmt.Errorf("ROLE_SOURCE=%q is unknown", cfg.RoleSource)
@@ -216,10 +224,12 @@ func (s *Server) lint(ctx context.Context) {
 			s.logger.Warn("no policy rule can ever allow this", "kind", u.Kind, "name", u.Name)
 		}
 	}
-	if bad, err := s.engine.CatalogErrors(ctx); err == nil {
-		for _, b := range bad {
-			s.logger.Warn("malformed policy catalog row: it allows nobody", "problem", b)
-		}
+	bad, err := s.engine.CatalogErrors(ctx)
+	if err != nil {
+		s.logger.Warn("policy catalog check failed", "error", err)
+	}
+	for _, b := range bad {
+		s.logger.Warn("malformed policy catalog row: it allows nobody", "problem", b)
 	}
 }
 
