@@ -110,11 +110,13 @@ const Breaker = 2 * time.Second
 const ConfigBreaker = 30 * time.Second
 
 // configCodes are the OAuth errors by which Keycloak refuses the client
-// (mcpguard) rather than the caller's token. access_denied is Keycloak's
-// "Client not allowed to exchange": the client's exchange permission, the
-// same for every caller.
+// (mcpguard) rather than the caller's token. access_denied is not one: its
+// "Client not allowed to exchange" is mostly the client's permission, but
+// Keycloak also answers it for a subject it may not impersonate, and a code a
+// caller can provoke must not pause every caller's exchanges. It is
+// remembered per token like other refusals.
 var configCodes = map[string]bool{
-	"invalid_client": true, "unauthorized_client": true, "unsupported_grant_type": true, "access_denied": true,
+	"invalid_client": true, "unauthorized_client": true, "unsupported_grant_type": true,
 }
 
 // NewKeycloak returns the Keycloak role source; cache holds results.

@@ -661,6 +661,27 @@ func TestKeycloakRefusalRemembered(t *testing.T) {
 	}
 }
 
+// TestKeycloakAccessDeniedIsTheCallers: access_denied can be provoked by a
+// caller (a subject the client may not act for), so it is remembered for that
+// token and never pauses the exchanges of other callers.
+func TestKeycloakAccessDeniedIsTheCallers(t *testing.T) {
+	te := newTokenEndpoint(t)
+	te.fail, te.errBody = http.StatusForbidden, `{"error":"access_denied","error_description":"Client not allowed to exchange"}`
+	k, _ := newSource(t, te, nil)
+	for range 5 {
+		if _, err := k.Resolve(context.Background(), caller("provoker", time.Hour), "provoker"); !errors.Is(err, ErrRefused) {
+			t.Fatalf("access_denied: %v, want a refusal of the caller", err)
+		}
+	}
+	if n := te.calls.Load(); n != 1 {
+		t.Fatalf("5 requests with one token made %d calls", n)
+	}
+	te.fail = 0
+	if _, err := k.Resolve(context.Background(), caller("bystander", time.Hour), "bystander"); err != nil {
+		t.Fatalf("another caller after an access_denied: %v", err)
+	}
+}
+
 // TestKeycloakClientRefusedTripsBreaker: Keycloak refusing mcpguard itself
 // (wrong client secret, client not permitted) is a failure of the service,
 // not of the caller: it pauses exchanges instead of asking again per request.
@@ -672,7 +693,6 @@ func TestKeycloakClientRefusedTripsBreaker(t *testing.T) {
 		"rotated secret":        {http.StatusUnauthorized, `{"error":"unauthorized_client","error_description":"Invalid client or Invalid client credentials"}`},
 		"invalid_client":        {http.StatusBadRequest, `{"error":"invalid_client","error_description":"Invalid client credentials"}`},
 		"unauthorized_client":   {http.StatusBadRequest, `{"error":"unauthorized_client","error_description":"Client not enabled"}`},
-		"not allowed (403)":     {http.StatusForbidden, `{"error":"access_denied","error_description":"Client not allowed to exchange"}`},
 		"grant type turned off": {http.StatusBadRequest, `{"error":"unsupported_grant_type","error_description":"Unsupported grant_type"}`},
 	} {
 		t.Run(name, func(t *testing.T) {
