@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -145,9 +146,21 @@ func stripCredentials(h http.Handler) http.Handler {
 var credentialWords = []string{"auth", "cookie", "token", "secret", "password", "passwd", "api-key", "apikey", "credential"}
 
 func isCredentialHeader(name string) bool {
-	name = strings.ToLower(name)
+	// Lower-cased on the stack: this runs for every header of every request.
+	var buf [64]byte
+	if len(name) > len(buf) {
+		return true // no header the SDK reads is this long
+	}
+	lower := buf[:len(name)]
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		lower[i] = c
+	}
 	for _, w := range credentialWords {
-		if strings.Contains(name, w) {
+		if bytes.Contains(lower, []byte(w)) {
 			return true
 		}
 	}
