@@ -334,15 +334,7 @@ func openSSE(t *testing.T, url, token string) (*bufio.Reader, string) {
 	}
 	t.Cleanup(func() { res.Body.Close() })
 	br := bufio.NewReader(res.Body)
-	for {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			t.Fatalf("no endpoint event: %v", err)
-		}
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "data:"); ok {
-			return br, strings.TrimSpace(rest)
-		}
-	}
+	return br, endpointEvent(t, br)
 }
 
 // An SSE stream outlives the body and idle timeouts and still delivers.

@@ -188,13 +188,20 @@ func sseOpen(t *testing.T, base, token string) (*http.Response, string, *bufio.R
 		return res, "", nil, cancel
 	}
 	br := bufio.NewReader(res.Body)
+	return res, base + endpointEvent(t, br), br, cancel
+}
+
+// endpointEvent reads a legacy SSE stream up to its endpoint event and
+// returns the session's message path.
+func endpointEvent(t *testing.T, br *bufio.Reader) string {
+	t.Helper()
 	for {
 		line, err := br.ReadString('\n')
 		if err != nil {
 			t.Fatalf("no endpoint event: %v", err)
 		}
 		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "data:"); ok {
-			return res, base + strings.TrimSpace(rest), br, cancel
+			return strings.TrimSpace(rest)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jws"
 
 	"github.com/mcpguard/mcpguard/internal/authn"
+	"github.com/mcpguard/mcpguard/internal/authn/authntest"
 	"github.com/mcpguard/mcpguard/internal/devidp"
 )
 
@@ -57,22 +58,7 @@ func signRawHeader(t testing.TB, f *fixture, header string, payload []byte) stri
 // the attack that made any Entra-signed token a donor for any identity.
 func wrapJSON(t testing.TB, donor string, forged map[string]any, general bool) string {
 	t.Helper()
-	p := strings.Split(donor, ".")
-	obj := map[string]any{}
-	for k, v := range forged {
-		obj[k] = v
-	}
-	if general {
-		obj["payload"] = p[1]
-		obj["signatures"] = []map[string]any{{"protected": p[0], "signature": p[2]}}
-	} else {
-		obj["protected"], obj["payload"], obj["signature"] = p[0], p[1], p[2]
-	}
-	b, err := json.Marshal(obj)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	return authntest.WrapJSON(donor, forged, general)
 }
 
 // TestForgedSerializations: only the compact serialization of a token whose

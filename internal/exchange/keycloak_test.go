@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/mcpguard/mcpguard/internal/authn"
+	"github.com/mcpguard/mcpguard/internal/authn/authntest"
 	"github.com/mcpguard/mcpguard/internal/devidp"
 	"github.com/mcpguard/mcpguard/internal/store"
 	"github.com/mcpguard/mcpguard/internal/store/storetest"
@@ -417,23 +418,7 @@ func TestKeycloakTokenForgedSerializations(t *testing.T) {
 			"resource_access": map[string]any{"api": map[string]any{"roles": []string{"writer", "owner"}}},
 		}
 	}
-	// wrap re-wraps a genuinely signed compact token into a JWS JSON
-	// serialization with the forged members beside the signed parts.
-	wrap := func(compact string, extra map[string]any, general bool) string {
-		p := strings.Split(compact, ".")
-		obj := map[string]any{}
-		for k, v := range extra {
-			obj[k] = v
-		}
-		if general {
-			obj["payload"] = p[1]
-			obj["signatures"] = []map[string]any{{"protected": p[0], "signature": p[2]}}
-		} else {
-			obj["protected"], obj["payload"], obj["signature"] = p[0], p[1], p[2]
-		}
-		b, _ := json.Marshal(obj)
-		return string(b)
-	}
+	wrap := authntest.WrapJSON
 	// Donors the realm did sign: valid, expired, issued to another client.
 	donors := map[string]func(map[string]any){
 		"valid":        func(map[string]any) {},
