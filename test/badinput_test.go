@@ -101,7 +101,7 @@ func TestTokenOverSizeLimit(t *testing.T) {
 
 func TestJWKSDown(t *testing.T) {
 	iss := startIssuer(t)
-	e := start(t, iss, map[string]string{"AZURE_AUTHORITY_HOST": "http://127.0.0.1:1"}) // nothing listens on port 1
+	e := start(t, iss, map[string]string{"AZURE_AUTHORITY_HOST": deadEnd(t)})
 	tok := e.token(t, devidp.Token{User: "alice"})
 	res := post(t, e.URL, tok, initBody, nil)
 	if res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body(t, res), "identity provider keys are unavailable") {
@@ -152,7 +152,7 @@ func TestCrossOriginRefused(t *testing.T) {
 // Keycloak unreachable: every request is refused with a clear error, never let through.
 func TestKeycloakUnreachableRefuses(t *testing.T) {
 	e := start(t, startIssuer(t), map[string]string{
-		"ROLE_SOURCE": "keycloak", "KEYCLOAK_SERVER_URL": "http://127.0.0.1:1", "KEYCLOAK_REALM": "mcpguard",
+		"ROLE_SOURCE": "keycloak", "KEYCLOAK_SERVER_URL": deadEnd(t), "KEYCLOAK_REALM": "mcpguard",
 		"KEYCLOAK_CLIENT_ID": "mcpguard", "KEYCLOAK_CLIENT_SECRET": "x",
 	})
 	tok := e.token(t, devidp.Token{User: "alice", Roles: []string{"data_reader"}})

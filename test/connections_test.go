@@ -93,14 +93,16 @@ type slowOut struct {
 
 // testTools are a tool reporting the request headers the SDK hands it, and
 // one that answers after a while (or when its request is cancelled).
-func testTools(s *mcp.Server) { testToolsNoting(nil)(s) }
+func testTools(s *mcp.Server) { testToolsNoting(nil, nil)(s) }
 
-// testToolsNoting is testTools whose slow tool notes each start on started.
-func testToolsNoting(started chan<- struct{}) func(*mcp.Server) {
-	return func(s *mcp.Server) { addTestTools(s, started) }
+// testToolsNoting is testTools whose slow tool notes each start on started
+// and, when release is not nil, answers as soon as release is closed: a tool
+// the test holds in flight for as long as it needs, and no longer.
+func testToolsNoting(started chan<- struct{}, release <-chan struct{}) func(*mcp.Server) {
+	return func(s *mcp.Server) { addTestTools(s, started, release) }
 }
 
-func addTestTools(s *mcp.Server, started chan<- struct{}) {
+func addTestTools(s *mcp.Server, started chan<- struct{}, release <-chan struct{}) {
 	mcp.AddTool(s, &mcp.Tool{Name: "headers", Description: "the request headers this tool was given"},
 		func(_ context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, headersOut, error) {
 			if req.Extra == nil {
@@ -115,6 +117,8 @@ func addTestTools(s *mcp.Server, started chan<- struct{}) {
 			}
 			select {
 			case <-time.After(time.Duration(in.Millis) * time.Millisecond):
+				return nil, slowOut{Slept: in.Millis}, nil
+			case <-release: // never, when release is nil
 				return nil, slowOut{Slept: in.Millis}, nil
 			case <-ctx.Done():
 				return nil, slowOut{}, ctx.Err()
@@ -202,17 +206,20 @@ func rawConn(t *testing.T, base string) net.Conn {
 	return c
 }
 
-// closedWithin reads c until the server closes it, or fails after limit.
-func closedWithin(t *testing.T, c net.Conn, limit time.Duration) (time.Duration, string) {
+// closedWithin reads c until the server closes it, or fails after limit,
+// and returns how long after since that was. since is taken before the
+// client sent what starts the server's timer, so however slow the machine,
+// the time returned is never less than the server's timeout: a lower bound
+// on it cannot fail spuriously.
+func closedWithin(t *testing.T, c net.Conn, since time.Time, limit time.Duration) (time.Duration, string) {
 	t.Helper()
-	start := time.Now()
-	_ = c.SetReadDeadline(start.Add(limit))
+	_ = c.SetReadDeadline(time.Now().Add(limit))
 	got, err := io.ReadAll(c)
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
 		t.Fatalf("the server still held the connection after %s (read so far: %q)", limit, got)
 	}
-	return time.Since(start), string(got)
+	return time.Since(since), string(got)
 }
 
 // A client that declares a body and sends one byte is cut off after
@@ -224,9 +231,10 @@ func TestSlowBodyCutOff(t *testing.T) {
 	for name, auth := range map[string]string{"anonymous": "", "authenticated": "Authorization: Bearer " + tok + "\r\n"} {
 		t.Run(name, func(t *testing.T) {
 			c := rawConn(t, base)
+			sent := time.Now()
 			fmt.Fprintf(c, "POST /mcp HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"+
 				"Accept: application/json, text/event-stream\r\n%sContent-Length: 1000\r\n\r\n{", strings.TrimPrefix(base, "http://"), auth)
-			took, _ := closedWithin(t, c, 5*time.Second)
+			took, _ := closedWithin(t, c, sent, 5*time.Second)
 			if took < 200*time.Millisecond {
 				t.Fatalf("closed after %s, before the body deadline", took)
 			}
@@ -239,6 +247,7 @@ func TestIdleKeepAliveClosed(t *testing.T) {
 	e := start(t, startIssuer(t), map[string]string{"HTTP_IDLE_TIMEOUT": "300ms"})
 	base, _, _ := served(t, e, false)
 	c := rawConn(t, base)
+	sent := time.Now()
 	fmt.Fprintf(c, "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", strings.TrimPrefix(base, "http://"))
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	res, err := http.ReadResponse(bufio.NewReader(c), nil)
@@ -246,7 +255,7 @@ func TestIdleKeepAliveClosed(t *testing.T) {
 		t.Fatalf("healthz over keep-alive: %v %v", res, err)
 	}
 	_, _ = io.Copy(io.Discard, res.Body)
-	if took, _ := closedWithin(t, c, 5*time.Second); took < 200*time.Millisecond {
+	if took, _ := closedWithin(t, c, sent, 5*time.Second); took < 200*time.Millisecond {
 		t.Fatalf("closed after %s, before the idle timeout", took)
 	}
 }
@@ -343,7 +352,16 @@ func TestSSEStreamOutlivesTimeouts(t *testing.T) {
 	base, _, _ := served(t, e, false)
 	tok := e.token(t, devidp.Token{User: "alice", Roles: []string{"data_reader"}})
 	stream, endpoint := openSSE(t, base+"/sse", tok)
-	time.Sleep(700 * time.Millisecond)
+	// The server's timers are real: rather than sleep for a guess, watch them
+	// act on a keep-alive connection opened after the stream. Once the server
+	// has closed it as idle, the quiet stream has been idle longer still.
+	idle := rawConn(t, base)
+	fmt.Fprintf(idle, "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", strings.TrimPrefix(base, "http://"))
+	_ = idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if res, err := http.ReadResponse(bufio.NewReader(idle), nil); err != nil || res.StatusCode != http.StatusOK {
+		t.Fatalf("healthz over keep-alive: %v %v", res, err)
+	}
+	closedWithin(t, idle, time.Now(), 5*time.Second)
 	if res := post(t, base+endpoint, tok, initBody, nil); res.StatusCode != http.StatusAccepted {
 		t.Fatalf("initialize on the SSE session: %d %s", res.StatusCode, body(t, res))
 	}
@@ -438,8 +456,10 @@ func rawPost(url, token, body string) *http.Request {
 // Shutdown ends the open streams at once, lets a request in flight finish,
 // and returns nil.
 func TestShutdownEndsStreamsWaitsForRequests(t *testing.T) {
-	started := make(chan struct{}, 1)
-	e := startWith(t, startIssuer(t), map[string]string{"POLICY_DIR": allowAll(t)}, server.Options{Register: testToolsNoting(started)})
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	var releaseOnce sync.Once
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }) })
+	e := startWith(t, startIssuer(t), map[string]string{"POLICY_DIR": allowAll(t)}, server.Options{Register: testToolsNoting(started, release)})
 	base, _, stop := served(t, e, false)
 	tok := e.token(t, devidp.Token{User: "alice"})
 	sid := session(t, e.at(base), tok)
@@ -454,17 +474,18 @@ func TestShutdownEndsStreamsWaitsForRequests(t *testing.T) {
 		t.Fatalf("GET stream: %v %v", stream, err)
 	}
 	defer stream.Body.Close()
-	streamEnded := make(chan time.Time, 1)
+	streamEnded := make(chan struct{})
 	go func() {
 		_, _ = io.Copy(io.Discard, stream.Body)
-		streamEnded <- time.Now()
+		close(streamEnded)
 	}()
 
-	callDone := make(chan time.Time, 1)
+	callDone := make(chan struct{})
 	var callBody string
 	go func() {
-		defer func() { callDone <- time.Now() }()
-		req := rawPost(base+"/mcp", tok, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"slow","arguments":{"millis":1000}}}`)
+		defer close(callDone)
+		// The tool answers when the test releases it, never by itself.
+		req := rawPost(base+"/mcp", tok, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"slow","arguments":{"millis":600000}}}`)
 		req.Header.Set("Mcp-Session-Id", sid)
 		req.Header.Set("Mcp-Protocol-Version", "2025-06-18")
 		res, err := http.DefaultClient.Do(req)
@@ -478,25 +499,32 @@ func TestShutdownEndsStreamsWaitsForRequests(t *testing.T) {
 	}()
 	waitStarted(t, started)
 
-	if err := stop(); err != nil {
-		t.Fatalf("Serve after a clean shutdown: %v", err)
-	}
-	var ended, called time.Time
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	// The call is held in flight: the stream must end while it still is.
 	select {
-	case ended = <-streamEnded:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the GET stream was not ended by the shutdown")
+	case <-streamEnded:
+	case <-callDone:
+		t.Fatalf("the call in flight ended before the stream, unreleased: %s", callBody)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the GET stream was not ended by the shutdown (while a call was in flight)")
 	}
 	select {
-	case called = <-callDone:
-	case <-time.After(5 * time.Second):
+	case err := <-stopped:
+		t.Fatalf("Serve returned (%v) with a call still in flight", err)
+	default:
+	}
+	releaseOnce.Do(func() { close(release) })
+	select {
+	case <-callDone:
+	case <-time.After(10 * time.Second):
 		t.Fatal("the call in flight never answered")
 	}
-	if !strings.Contains(callBody, `"slept":1000`) {
+	if !strings.Contains(callBody, `"slept":600000`) {
 		t.Fatalf("the call in flight was cut: %s", callBody)
 	}
-	if !ended.Before(called) {
-		t.Fatal("the stream lasted until the call in flight finished: streams must end when shutdown begins")
+	if err := <-stopped; err != nil {
+		t.Fatalf("Serve after a clean shutdown: %v", err)
 	}
 }
 
@@ -505,22 +533,35 @@ func TestShutdownEndsStreamsWaitsForRequests(t *testing.T) {
 func TestShutdownBounded(t *testing.T) {
 	started := make(chan struct{}, 1)
 	e := startWith(t, startIssuer(t), map[string]string{"POLICY_DIR": allowAll(t), "SHUTDOWN_TIMEOUT": "300ms", "STATELESS": "true"},
-		server.Options{Register: testToolsNoting(started)})
+		server.Options{Register: testToolsNoting(started, nil)})
 	base, _, stop := served(t, e, false)
 	tok := e.token(t, devidp.Token{User: "alice"})
+	cut := make(chan string, 1)
 	go func() {
-		req := rawPost(base+"/mcp", tok, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"slow","arguments":{"millis":60000}}}`)
-		if res, err := http.DefaultClient.Do(req); err == nil {
-			res.Body.Close()
+		// The tool would answer in 10 minutes: only the shutdown's bound ends it.
+		req := rawPost(base+"/mcp", tok, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"slow","arguments":{"millis":600000}}}`)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			cut <- err.Error()
+			return
 		}
+		b, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		cut <- fmt.Sprint(string(b), err)
 	}()
 	waitStarted(t, started)
-	began := time.Now()
+	// stop waits at most 15 s for Serve (see served): a shutdown that waited
+	// for the tool fails there, with another error.
 	err := stop()
 	if err == nil || !strings.Contains(err.Error(), "SHUTDOWN_TIMEOUT") {
 		t.Fatalf("Serve after cutting a request off: %v", err)
 	}
-	if took := time.Since(began); took > 3*time.Second {
-		t.Fatalf("shutdown took %s with SHUTDOWN_TIMEOUT=300ms", took)
+	select {
+	case got := <-cut:
+		if strings.Contains(got, `"slept"`) {
+			t.Fatalf("the request in flight was not cut: %s", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request in flight was still open after Serve returned")
 	}
 }

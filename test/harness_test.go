@@ -62,6 +62,29 @@ func startIssuer(t testing.TB) *devidp.Issuer {
 	return iss
 }
 
+// deadEnd is the URL of a service that cannot be reached: a loopback
+// listener this test holds, closing every connection at once. Holding it
+// keeps the port from anyone else for the test's life (a fixed port thought
+// to be unused, or one freed for the occasion, could be taken and answered).
+func deadEnd(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+	return "http://" + ln.Addr().String()
+}
+
 // start runs mcpguard over loopback HTTP. vars override the test defaults
 // (any configuration variable by its name).
 func start(t testing.TB, iss *devidp.Issuer, vars map[string]string) *env {

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -11,9 +12,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -27,6 +30,13 @@ import (
 // (an Entra-shaped issuer of this package) set up through the Admin REST API,
 // as docs/KEYCLOAK_SETUP.md tells an operator to. One instance serves the
 // whole test run; TestMain stops it.
+//
+// Ports: Keycloak is started with port 0 for both listeners and says which
+// ports it bound in its start line, read from its output; no port is picked
+// here and handed over (another process could take it in between). A restart
+// must come back on the same HTTP port (mcpguard's configuration names it),
+// so only there can the port be taken; a restart that finds it in use is
+// retried a few times, then fails saying so.
 
 const (
 	kcRealm        = "mcpguard"
@@ -45,8 +55,7 @@ type keycloak struct {
 	cmd      *exec.Cmd
 	lifeline io.WriteCloser // closing it (or this process dying) stops Keycloak: see run.sh
 	exited   chan struct{}
-	httpPort int
-	mgmtPort int
+	httpPort int // bound by Keycloak at its first start, and kept for restarts
 	log      *os.File
 }
 
@@ -80,14 +89,61 @@ func startKeycloak(t *testing.T) *keycloak {
 	return kcInstance
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+// startLine watches Keycloak's output (copying it to the log) for the line
+// that names the ports it bound — "Listening on: http://127.0.0.1:P1.
+// Management interface listening on http://127.0.0.1:P2." — and for a
+// listener that could not bind because its port is in use.
+type startLine struct {
+	log   io.Writer
+	rest  []byte
+	ports chan [2]int // HTTP, management; sent once
+	sent  bool
+	inUse atomic.Bool
+}
+
+var (
+	listeningRE = regexp.MustCompile(`Listening on: http://127\.0\.0\.1:(\d+)\b`)
+	mgmtRE      = regexp.MustCompile(`Management interface listening on http://127\.0\.0\.1:(\d+)\b`)
+)
+
+func newStartLine(log io.Writer) *startLine {
+	return &startLine{log: log, ports: make(chan [2]int, 1)}
+}
+
+// Write is called by one goroutine at a time (os/exec copies stdout and
+// stderr, the same writer, through one pipe).
+func (w *startLine) Write(p []byte) (int, error) {
+	if _, err := w.log.Write(p); err != nil {
 		return 0, err
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	w.rest = append(w.rest, p...)
+	for {
+		i := bytes.IndexByte(w.rest, '\n')
+		if i < 0 {
+			break
+		}
+		w.line(string(w.rest[:i]))
+		w.rest = w.rest[i+1:]
+	}
+	return len(p), nil
 }
+
+func (w *startLine) line(l string) {
+	if strings.Contains(l, "Address already in use") || strings.Contains(l, "seems to be in use") {
+		w.inUse.Store(true)
+	}
+	h, m := listeningRE.FindStringSubmatch(l), mgmtRE.FindStringSubmatch(l)
+	if w.sent || h == nil || m == nil {
+		return
+	}
+	hp, _ := strconv.Atoi(h[1])
+	mp, _ := strconv.Atoi(m[1])
+	w.sent = true
+	w.ports <- [2]int{hp, mp}
+}
+
+// errPortInUse: Keycloak exited because its HTTP port was taken.
+var errPortInUse = errors.New("Keycloak's port is in use by another process")
 
 // temurin25 finds the Temurin 25 JDK installed beside the default Java.
 func temurin25() (string, error) {
@@ -113,15 +169,6 @@ func launchKeycloak() (*keycloak, error) {
 	if err != nil {
 		return nil, err
 	}
-	if kc.httpPort, err = freePort(); err != nil {
-		return nil, err
-	}
-	if kc.mgmtPort, err = freePort(); err != nil {
-		return nil, err
-	}
-	kc.url = "http://127.0.0.1:" + strconv.Itoa(kc.httpPort)
-	kc.mgmt = "http://127.0.0.1:" + strconv.Itoa(kc.mgmtPort)
-
 	// A fresh database each run: the realm is imported, the rest set up below.
 	_ = os.RemoveAll(filepath.Join(kc.home, "data"))
 	imp := filepath.Join(kc.home, "data", "import")
@@ -162,11 +209,13 @@ func launchKeycloak() (*keycloak, error) {
 	return kc, nil
 }
 
-// run starts kc.sh and waits until it is ready.
+// run starts kc.sh on kc.httpPort (0 at the first start: Keycloak picks) and
+// a management port Keycloak picks, learns both from its start line, and
+// waits until it is ready.
 func (kc *keycloak) run(javaHome string, importRealm bool) error {
 	args := []string{"start-dev",
 		"--http-host=127.0.0.1", "--http-port=" + strconv.Itoa(kc.httpPort),
-		"--http-management-port=" + strconv.Itoa(kc.mgmtPort), "--health-enabled=true",
+		"--http-management-port=0", "--health-enabled=true",
 		"--features=token-exchange,admin-fine-grained-authz:v1",
 	}
 	if importRealm {
@@ -177,7 +226,11 @@ func (kc *keycloak) run(javaHome string, importRealm bool) error {
 	cmd := exec.Command(filepath.Join(repoRoot(), "test", "keycloak", "run.sh"), append([]string{kc.home}, args...)...)
 	cmd.Env = append(os.Environ(), "JAVA_HOME="+javaHome,
 		"KC_BOOTSTRAP_ADMIN_USERNAME="+kcAdmin, "KC_BOOTSTRAP_ADMIN_PASSWORD="+kcAdminPass)
-	cmd.Stdout, cmd.Stderr = kc.log, kc.log
+	watch := newStartLine(kc.log)
+	cmd.Stdout, cmd.Stderr = watch, watch
+	// The output is copied through a pipe: once Keycloak has exited, Wait
+	// does not wait long for anything else still holding it.
+	cmd.WaitDelay = 10 * time.Second
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	lifeline, err := cmd.StdinPipe()
 	if err != nil {
@@ -188,14 +241,36 @@ func (kc *keycloak) run(javaHome string, importRealm bool) error {
 	}
 	kc.cmd, kc.lifeline, kc.exited = cmd, lifeline, make(chan struct{})
 	go func(done chan struct{}) { _ = cmd.Wait(); close(done) }(kc.exited)
-	probe := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.Now().Add(5 * time.Minute)
-	for time.Now().Before(deadline) {
-		select {
-		case <-kc.exited:
-			return fmt.Errorf("Keycloak exited during start; log tail:\n%s", logTail(kc.log.Name()))
-		default:
+	exitedEarly := func() error {
+		_ = kc.lifeline.Close()
+		kc.cmd = nil
+		if watch.inUse.Load() {
+			return fmt.Errorf("%w (port %d); log tail:\n%s", errPortInUse, kc.httpPort, logTail(kc.log.Name()))
 		}
+		return fmt.Errorf("Keycloak exited during start; log tail:\n%s", logTail(kc.log.Name()))
+	}
+	bound := time.NewTimer(5 * time.Minute)
+	defer bound.Stop()
+	select {
+	case p := <-watch.ports:
+		if kc.httpPort != 0 && p[0] != kc.httpPort {
+			kc.stop()
+			return fmt.Errorf("Keycloak restarted on port %d, not %d", p[0], kc.httpPort)
+		}
+		kc.httpPort = p[0]
+		kc.url = "http://127.0.0.1:" + strconv.Itoa(p[0])
+		kc.mgmt = "http://127.0.0.1:" + strconv.Itoa(p[1])
+	case <-kc.exited:
+		return exitedEarly()
+	case <-bound.C:
+		kc.stop()
+		return fmt.Errorf("no start line in 5 minutes; log tail:\n%s", logTail(kc.log.Name()))
+	}
+	// Started; ready (the realm imported, the health checks up) follows.
+	probe := &http.Client{Timeout: 2 * time.Second}
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
 		res, err := probe.Get(kc.mgmt + "/health/ready")
 		if err == nil {
 			res.Body.Close()
@@ -203,10 +278,15 @@ func (kc *keycloak) run(javaHome string, importRealm bool) error {
 				return nil
 			}
 		}
-		time.Sleep(time.Second)
+		select {
+		case <-kc.exited:
+			return exitedEarly()
+		case <-bound.C:
+			kc.stop()
+			return fmt.Errorf("not ready in 5 minutes; log tail:\n%s", logTail(kc.log.Name()))
+		case <-tick.C:
+		}
 	}
-	kc.stop()
-	return fmt.Errorf("not ready in 5 minutes; log tail:\n%s", logTail(kc.log.Name()))
 }
 
 func logTail(name string) string {
@@ -231,7 +311,11 @@ func (kc *keycloak) stop() {
 	kc.cmd = nil
 }
 
-// restart stops Keycloak and starts it again on the same ports and data.
+// restart stops Keycloak and starts it again on the same HTTP port (the
+// one mcpguard is configured with) and data. Between the stop and the start
+// another process may hold that port (an outgoing connection given it as its
+// local port, say): nothing here can tell when it lets go, so a start that
+// finds the port in use is tried again, a bounded number of times.
 func (kc *keycloak) restart(t *testing.T) {
 	t.Helper()
 	kc.stop()
@@ -239,8 +323,17 @@ func (kc *keycloak) restart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := kc.run(javaHome, false); err != nil {
-		t.Fatal(err)
+	const attempts = 5
+	for i := 1; ; i++ {
+		err := kc.run(javaHome, false)
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, errPortInUse) || i == attempts {
+			t.Fatalf("restart (attempt %d of %d): %v", i, attempts, err)
+		}
+		t.Logf("restart: port %d in use, trying again in 2s (attempt %d of %d)", kc.httpPort, i, attempts)
+		time.Sleep(2 * time.Second) // the port's holder is another process: no event to wait on
 	}
 }
 

@@ -209,7 +209,11 @@ func TestKeycloakDownThenBack(t *testing.T) {
 	}
 	kc.restart(t)
 	restarted = true
-	time.Sleep(2500 * time.Millisecond) // past the fail-fast window
+	// The exchanges fail fast for exchange.Breaker after the last failure;
+	// then the new caller is served. Asked until it is, within a bound.
+	eventually(t, 30*time.Second, "a new caller is served once Keycloak is back", func() bool {
+		return strings.Contains(body(t, post(t, e.URL, fresh, initBody, nil)), `"result"`)
+	})
 	cs := e.connect(t, fresh)
 	if err := call(t, cs, "read_critical_data", map[string]any{"query": "q"}); err != nil {
 		t.Fatalf("after Keycloak is back: %v", err)

@@ -28,6 +28,10 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
+// noListeners keeps a stdio child from binding anything: DEV_IDP=true in
+// the caller's environment would have it serve DEV_IDP_ADDR, a fixed port.
+const noListeners = "DEV_IDP=false"
+
 // The stdio transport, as a desktop MCP client launches it: the binary is a
 // child process, its caller authenticated by STDIO_ACCESS_TOKEN through the
 // same verification as HTTP tokens.
@@ -42,7 +46,7 @@ func TestStdioTransport(t *testing.T) {
 		cmd := exec.Command(bin, "serve")
 		cmd.Dir = repoRoot()
 		cmd.Env = append(os.Environ(),
-			"TRANSPORT=stdio", "LOG_LEVEL=error", "ENV_FILE=/nonexistent", "DENIAL_DETAIL=true",
+			"TRANSPORT=stdio", "LOG_LEVEL=error", "ENV_FILE=/nonexistent", "DENIAL_DETAIL=true", noListeners,
 			"AZURE_AUTHORITY_HOST="+iss.Authority, "AZURE_TENANT_ID="+tenantID, "AZURE_CLIENT_ID="+clientID,
 			"AZURE_REQUIRED_SCOPES=read", "ROLE_SOURCE=static",
 			"ROLES_FILE="+filepath.Join(repoRoot(), "test", "fixtures", "roles.json"),
@@ -74,7 +78,7 @@ func TestStdioTransport(t *testing.T) {
 		defer cancel()
 		cmd := exec.Command(bin, "serve")
 		cmd.Dir = repoRoot()
-		cmd.Env = append(os.Environ(), "TRANSPORT=stdio", "LOG_LEVEL=error", "ENV_FILE=/nonexistent", "DENIAL_DETAIL=true",
+		cmd.Env = append(os.Environ(), "TRANSPORT=stdio", "LOG_LEVEL=error", "ENV_FILE=/nonexistent", "DENIAL_DETAIL=true", noListeners,
 			"AZURE_AUTHORITY_HOST="+iss.Authority, "AZURE_TENANT_ID="+tenantID, "AZURE_CLIENT_ID="+clientID,
 			"ROLE_SOURCE=token", "STDIO_ACCESS_TOKEN=garbage")
 		_, err := mcp.NewClient(&mcp.Implementation{Name: "stdio-test"}, nil).Connect(cmdCtx, &mcp.CommandTransport{Command: cmd}, nil)

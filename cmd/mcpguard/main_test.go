@@ -44,8 +44,11 @@ func TestServeShutsDownCleanly(t *testing.T) {
 	defer logs.w.Close()
 	done := make(chan error, 1)
 	go func() {
+		// Every listener on port 0, reported in the log; no development
+		// identity provider (DEV_IDP=true in the environment would bind
+		// DEV_IDP_ADDR, a fixed port).
 		done <- run(ctx, []string{"serve", "--env-file=/nonexistent", "--environment=development", "--enable-auth=false",
-			"--transport=sse", "--host=127.0.0.1", "--port=0", "--metrics-addr=127.0.0.1:0", "--log-format=json",
+			"--transport=sse", "--host=127.0.0.1", "--port=0", "--metrics-addr=127.0.0.1:0", "--dev-idp=false", "--log-format=json",
 			"--policy-dir=" + filepath.Join("..", "..", "policies")}, io.Discard, logs)
 	}()
 

@@ -27,11 +27,13 @@ func (c *tokenCache) get(key [32]byte, now time.Time) *Identity {
 	return id
 }
 
-func (c *tokenCache) put(key [32]byte, id *Identity) {
+// put remembers id; now is the verifier's clock, which also decides what
+// has expired when the cache is full.
+func (c *tokenCache) put(key [32]byte, id *Identity, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.byID) >= c.max {
-		c.evict(time.Now())
+		c.evict(now)
 	}
 	c.byID[key] = id
 }

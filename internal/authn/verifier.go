@@ -52,7 +52,9 @@ type Config struct {
 type Verifier struct {
 	cfg     Config
 	tenants map[string]bool
-	now     func() time.Time
+	// now is the clock of every expiry decision (token, cache, key set):
+	// time.Now, or a clock the tests move (export_test.go).
+	now func() time.Time
 
 	keys *KeySet
 
@@ -105,7 +107,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
 		return nil, err
 	}
 	id.Key = key
-	v.cache.put(key, id)
+	v.cache.put(key, id, now)
 	return id, nil
 }
 

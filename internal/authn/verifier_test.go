@@ -20,6 +20,7 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwt"
 
 	"github.com/mcpguard/mcpguard/internal/authn"
+	"github.com/mcpguard/mcpguard/internal/clocktest"
 	"github.com/mcpguard/mcpguard/internal/devidp"
 )
 
@@ -219,11 +220,23 @@ func TestCacheSkipsVerificationUntilExpiry(t *testing.T) {
 
 func TestKeysUnavailable(t *testing.T) {
 	f := newFixture(t, nil)
+	clock := clocktest.New(time.Now())
+	authn.SetClock(f.v, clock.Now)
 	f.down.Store(true)
 	_, err := f.v.Verify(context.Background(), f.mint(t, devidp.Token{}))
 	wantErr(t, err, 503, "unavailable")
 	f.down.Store(false)
-	time.Sleep(1100 * time.Millisecond) // failed fetches are retried after a second
+	// A failed first fetch is not repeated within the second: the issuer is
+	// not hammered while it is down.
+	fetches := f.iss.JWKSRequests()
+	clock.Advance(time.Second - time.Millisecond)
+	_, err = f.v.Verify(context.Background(), f.mint(t, devidp.Token{}))
+	wantErr(t, err, 503, "unavailable")
+	if n := f.iss.JWKSRequests() - fetches; n != 0 {
+		t.Fatalf("%d key fetches within a second of a failed one", n)
+	}
+	// A second on, the keys are fetched again.
+	clock.Advance(time.Millisecond)
 	if _, err := f.v.Verify(context.Background(), f.mint(t, devidp.Token{})); err != nil {
 		t.Fatalf("after recovery: %v", err)
 	}
@@ -246,12 +259,15 @@ func TestKeyRotationRefreshIsRateLimited(t *testing.T) {
 		t.Fatalf("refresh not rate-limited: %d fetches", f.iss.JWKSRequests()-fetches)
 	}
 
-	g := newFixture(t, func(c *authn.Config) { c.RefreshMinInterval = time.Millisecond })
+	// Once RefreshMinInterval has passed, an unknown kid fetches the keys again.
+	clock := clocktest.New(time.Now())
+	g := newFixture(t, func(c *authn.Config) { c.RefreshMinInterval = time.Minute })
+	authn.SetClock(g.v, clock.Now)
 	if _, err := g.v.Verify(context.Background(), g.mint(t, devidp.Token{})); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(5 * time.Millisecond)
 	_ = g.iss.Rotate(newKey, true)
+	clock.Advance(time.Minute)
 	if _, err := g.v.Verify(context.Background(), g.mint(t, devidp.Token{})); err != nil {
 		t.Fatalf("rotated key after refresh: %v", err)
 	}
@@ -320,7 +336,9 @@ func BenchmarkVerifyCached(b *testing.B) {
 // A key the issuer withdrew stops verifying once the key set is fetched
 // again, even for a token answered from the verified-token cache.
 func TestWithdrawnKeyStopsVerifying(t *testing.T) {
-	f := newFixture(t, func(c *authn.Config) { c.KeysMaxAge = 50 * time.Millisecond; c.RefreshMinInterval = time.Millisecond })
+	f := newFixture(t, func(c *authn.Config) { c.KeysMaxAge = 10 * time.Minute; c.RefreshMinInterval = time.Minute })
+	clock := clocktest.New(time.Now())
+	authn.SetClock(f.v, clock.Now)
 	tok := f.mint(t, devidp.Token{})
 	if _, err := f.v.Verify(context.Background(), tok); err != nil {
 		t.Fatal(err)
@@ -329,7 +347,12 @@ func TestWithdrawnKeyStopsVerifying(t *testing.T) {
 	if err := f.iss.Rotate(newKey, false); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(60 * time.Millisecond)
+	// Until the key set is older than KeysMaxAge the cached answer stands.
+	clock.Advance(10*time.Minute - time.Second)
+	if _, err := f.v.Verify(context.Background(), tok); err != nil {
+		t.Fatalf("within KeysMaxAge: %v", err)
+	}
+	clock.Advance(time.Second)
 	_, err := f.v.Verify(context.Background(), tok)
 	wantErr(t, err, 401, "unknown key")
 	// A token of the new key verifies.

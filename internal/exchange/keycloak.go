@@ -99,6 +99,12 @@ type Keycloak struct {
 	// unavailable, or refusing mcpguard itself, further exchanges fail fast
 	// until then instead of queueing against a server that will say the same.
 	downUntil atomic.Int64
+
+	// now is the clock of every expiry decision (results, refusals, the
+	// breaker, the Keycloak token's exp): time.Now, or a clock the tests move.
+	now func() time.Time
+	// sleep waits between attempts: time.Sleep, or a recorder in tests.
+	sleep func(time.Duration)
 }
 
 // Breaker is how long exchanges fail fast after Keycloak was found unavailable.
@@ -166,6 +172,8 @@ func NewKeycloak(cfg KeycloakConfig, cache store.Store, logger *slog.Logger) (*K
 		logger:   logger,
 		binding:  sha256.Sum256(binding),
 		local:    map[[32]byte]*result{},
+		now:      time.Now,
+		sleep:    time.Sleep,
 	}, nil
 }
 
@@ -198,7 +206,7 @@ func (k *Keycloak) answer(r *result) (*Authorization, error) {
 
 // Resolve implements Source.
 func (k *Keycloak) Resolve(ctx context.Context, id *authn.Identity, token string) (*Authorization, error) {
-	now := time.Now()
+	now := k.now()
 	// Its result could not be reused, and Keycloak may see it expired.
 	if !id.Expiry.After(now.Add(k.cfg.Skew)) {
 		k.refusals.Add(1)
@@ -213,10 +221,10 @@ func (k *Keycloak) Resolve(ctx context.Context, id *authn.Identity, token string
 		return k.answer(r)
 	}
 	v, err, _ := k.flight.Do(key, func() (any, error) {
-		if r := k.fromCache(ctx, key, time.Now()); r != nil {
+		if r := k.fromCache(ctx, key, k.now()); r != nil {
 			return r, nil
 		}
-		if time.Now().UnixNano() < k.downUntil.Load() {
+		if k.now().UnixNano() < k.downUntil.Load() {
 			return nil, unavailable("keycloak failed or refused mcpguard moments ago: not asked again yet")
 		}
 		// The exchange outlives one caller's cancelled request: others wait on it.
@@ -225,7 +233,7 @@ func (k *Keycloak) Resolve(ctx context.Context, id *authn.Identity, token string
 		if err != nil {
 			return nil, err
 		}
-		if ttl := time.Until(r.Until); ttl > 0 {
+		if ttl := r.Until.Sub(k.now()); ttl > 0 {
 			b, _ := json.Marshal(r)
 			if err := k.cache.Set(ctx, key, b, ttl); err != nil {
 				k.logger.Warn("role cache write failed", "error", err)
@@ -245,7 +253,7 @@ func (k *Keycloak) Resolve(ctx context.Context, id *authn.Identity, token string
 // refused caller's retries do not each reach Keycloak. Failures of Keycloak
 // or of mcpguard's own standing with it are not kept: they trip the breaker.
 func (k *Keycloak) settle(id *authn.Identity, a *Authorization, err error) (*result, error) {
-	now := time.Now()
+	now := k.now()
 	if err == nil {
 		until := a.Expiry
 		if id.Expiry.Before(until) {
@@ -304,7 +312,7 @@ func (k *Keycloak) toLocal(key [32]byte, r *result) {
 	if k.noLocal {
 		return
 	}
-	now := time.Now()
+	now := k.now()
 	k.localMu.Lock()
 	defer k.localMu.Unlock()
 	if len(k.local) >= maxLocal {
@@ -380,7 +388,7 @@ func (k *Keycloak) exchange(ctx context.Context, id *authn.Identity, token strin
 	backoff := 200 * time.Millisecond
 	for attempt := 0; attempt <= k.cfg.Retries; attempt++ {
 		if attempt > 0 {
-			time.Sleep(backoff)
+			k.sleep(backoff)
 			backoff *= 2
 		}
 		actx, cancel := context.WithTimeout(ctx, k.cfg.Timeout)
@@ -432,7 +440,7 @@ func classify(err error) *Error {
 // token), aud the configured audience, the subject claim the caller — and
 // lays out its roles. Everything is read from the verified payload.
 func (k *Keycloak) authorization(ctx context.Context, raw string, id *authn.Identity) (*Authorization, error) {
-	vt, err := authn.VerifyCompact(ctx, raw, k.keys, time.Now(), k.cfg.Skew)
+	vt, err := authn.VerifyCompact(ctx, raw, k.keys, k.now(), k.cfg.Skew)
 	if err != nil {
 		var ae *authn.Error
 		if errors.As(err, &ae) && ae.Status == http.StatusServiceUnavailable {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/mcpguard/mcpguard/internal/authn"
 	"github.com/mcpguard/mcpguard/internal/authn/authntest"
+	"github.com/mcpguard/mcpguard/internal/clocktest"
 	"github.com/mcpguard/mcpguard/internal/devidp"
 	"github.com/mcpguard/mcpguard/internal/store"
 	"github.com/mcpguard/mcpguard/internal/store/storetest"
@@ -49,6 +50,9 @@ type tokenEndpoint struct {
 	// token, when set, makes the access token from the claims (signed or
 	// wrapped some other way) instead of the signer's compact JWS.
 	token func(te *tokenEndpoint, claims map[string]any) string
+	// block, when set, holds every answer until it is closed or the
+	// client gives up: a Keycloak that never answers.
+	block chan struct{}
 }
 
 // realmKey is every fake realm's signing key: generating one per test costs
@@ -91,9 +95,16 @@ func (te *tokenEndpoint) serve(w http.ResponseWriter, r *http.Request) {
 		te.form[k] = v[0]
 	}
 	te.user = user + ":" + pass
-	fail, delay, errBody := te.fail, te.delay, te.errBody
+	fail, delay, errBody, block := te.fail, te.delay, te.errBody, te.block
 	te.mu.Unlock()
-	time.Sleep(delay)
+	time.Sleep(delay) // a slow Keycloak, for tests whose outcome does not depend on how slow
+	if block != nil {
+		select {
+		case <-block:
+		case <-r.Context().Done():
+			return
+		}
+	}
 	if fail != 0 {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(fail)
@@ -171,6 +182,8 @@ func caller(token string, life time.Duration) *authn.Identity {
 
 func TestTokenExchangeRolesAndCache(t *testing.T) {
 	te := newTokenEndpoint(t)
+	kcExp := time.Now().Add(5 * time.Minute).Unix()
+	te.claims = func(c map[string]any) { c["exp"] = kcExp }
 	k, mem := newSource(t, te, func(c *KeycloakConfig) { c.Audience = "mcpguard-api" })
 	const entra = "entra.token.value"
 	id := caller(entra, time.Hour)
@@ -195,8 +208,8 @@ func TestTokenExchangeRolesAndCache(t *testing.T) {
 		t.Errorf("client authentication %q", te.user)
 	}
 	// Cached until the Keycloak token's exp less the skew (the Entra token lives longer).
-	if d := time.Until(a.Expiry); d > 5*time.Minute-29*time.Second || d < 4*time.Minute {
-		t.Errorf("cached for %s", d)
+	if want := time.Unix(kcExp, 0).Add(-30 * time.Second); !a.Expiry.Equal(want) {
+		t.Errorf("cached until %s, want %s", a.Expiry, want)
 	}
 	if _, err := k.Resolve(context.Background(), id, entra); err != nil || te.calls.Load() != 1 {
 		t.Fatalf("second resolve: %v, %d exchanges", err, te.calls.Load())
@@ -211,12 +224,13 @@ func TestTokenExchangeRolesAndCache(t *testing.T) {
 func TestCacheBoundByEntraExpiry(t *testing.T) {
 	te := newTokenEndpoint(t)
 	k, _ := newSource(t, te, func(c *KeycloakConfig) { c.Skew = time.Second })
-	a, err := k.Resolve(context.Background(), caller("x", 90*time.Second), "x")
+	id := caller("x", 90*time.Second)
+	a, err := k.Resolve(context.Background(), id, "x")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Until(a.Expiry); d > 90*time.Second || d < 80*time.Second {
-		t.Fatalf("cached for %s, want the Entra token's 90 s less skew", d)
+	if want := id.Expiry.Add(-time.Second); !a.Expiry.Equal(want) {
+		t.Fatalf("cached until %s, want the Entra token's expiry less skew, %s", a.Expiry, want)
 	}
 }
 
@@ -234,6 +248,10 @@ func TestJWTBearerGrantAndPostAuth(t *testing.T) {
 
 func TestConcurrentFirstCallsExchangeOnce(t *testing.T) {
 	te := newTokenEndpoint(t)
+	// A slow Keycloak keeps the first exchange in flight while the others
+	// arrive. It is not synchronisation: a caller arriving after the answer
+	// is served from the cache, so one exchange is right however the
+	// goroutines are scheduled; without singleflight, overlapping ones are more.
 	te.delay = 100 * time.Millisecond
 	k, _ := newSource(t, te, nil)
 	id := caller("same", time.Hour)
@@ -262,35 +280,49 @@ func TestConcurrentFirstCallsExchangeOnce(t *testing.T) {
 func TestUnavailableKeycloak(t *testing.T) {
 	te := newTokenEndpoint(t)
 	te.fail = http.StatusBadGateway
+	clock := clocktest.New(time.Now())
 	k, _ := newSource(t, te, func(c *KeycloakConfig) { c.Retries = 2 })
+	k.now = clock.Now
 	_, err := k.Resolve(context.Background(), caller("a", time.Hour), "a")
 	if !errors.Is(err, ErrUnavailable) || te.calls.Load() != 3 {
 		t.Fatalf("5xx: %v after %d attempts", err, te.calls.Load())
 	}
 
-	// Right after, further exchanges fail fast without reaching Keycloak.
+	// For Breaker after, further exchanges fail fast without reaching Keycloak.
 	calls := te.calls.Load()
-	start := time.Now()
-	if _, err := k.Resolve(context.Background(), caller("a2", time.Hour), "a2"); !errors.Is(err, ErrUnavailable) || te.calls.Load() != calls || time.Since(start) > 100*time.Millisecond {
-		t.Fatalf("breaker: %v, %d more calls, %s", err, te.calls.Load()-calls, time.Since(start))
+	clock.Advance(Breaker - time.Nanosecond)
+	if _, err := k.Resolve(context.Background(), caller("a2", time.Hour), "a2"); !errors.Is(err, ErrUnavailable) || te.calls.Load() != calls {
+		t.Fatalf("breaker: %v, %d more calls", err, te.calls.Load()-calls)
 	}
 	// Once it has passed, Keycloak is tried again, and a recovered one answers.
-	k.downUntil.Store(0)
+	clock.Advance(time.Nanosecond)
 	te.fail = 0
 	if _, err := k.Resolve(context.Background(), caller("a3", time.Hour), "a3"); err != nil {
 		t.Fatalf("after recovery: %v", err)
 	}
 
-	te.fail, te.delay = 0, 2*time.Second // slower than the 1 s attempt timeout
-	k2, _ := newSource(t, te, func(c *KeycloakConfig) { c.Retries = 1 })
-	start = time.Now()
-	_, err = k2.Resolve(context.Background(), caller("b", time.Hour), "b")
-	if !errors.Is(err, ErrUnavailable) || time.Since(start) > 5*time.Second {
-		t.Fatalf("slow Keycloak: %v after %s", err, time.Since(start))
+	// A Keycloak that never answers: every attempt is cut at Timeout, and
+	// the caller is refused (the wait is bounded only to fail, not to time).
+	mute := newTokenEndpoint(t)
+	mute.block = make(chan struct{})
+	t.Cleanup(func() { close(mute.block) })
+	k2, _ := newSource(t, mute, func(c *KeycloakConfig) { c.Retries = 1; c.Timeout = 100 * time.Millisecond })
+	done := make(chan error, 1)
+	go func() {
+		_, err := k2.Resolve(context.Background(), caller("b", time.Hour), "b")
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrUnavailable) || mute.calls.Load() != 2 {
+			t.Fatalf("silent Keycloak: %v after %d attempts, want unavailable after 2", err, mute.calls.Load())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Resolve still waiting on a Keycloak that never answers: the attempt timeout does not hold")
 	}
 
 	te.srv.Close() // unreachable
-	k.downUntil.Store(0)
+	clock.Advance(Breaker)
 	_, err = k.Resolve(context.Background(), caller("c", time.Hour), "c")
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("unreachable: %v", err)
@@ -608,7 +640,9 @@ func TestKeycloakErrorsPublicText(t *testing.T) {
 func TestKeycloakRefusalRemembered(t *testing.T) {
 	te := newTokenEndpoint(t)
 	te.fail, te.errBody = http.StatusBadRequest, `{"error":"invalid_grant","error_description":"User not found"}`
-	k, mem := newSource(t, te, func(c *KeycloakConfig) { c.RefusalTTL = 300 * time.Millisecond })
+	clock := clocktest.New(time.Now())
+	k, mem := newSource(t, te, func(c *KeycloakConfig) { c.RefusalTTL = 30 * time.Second })
+	k.now = clock.Now
 	id := caller("refused", time.Hour)
 	for i := range 20 {
 		if _, err := k.Resolve(context.Background(), id, "refused"); !errors.Is(err, ErrRefused) {
@@ -622,6 +656,7 @@ func TestKeycloakRefusalRemembered(t *testing.T) {
 		t.Fatalf("%d refusals counted, want 20", n)
 	}
 	k2, _ := NewKeycloak(k.cfg, mem, nil)
+	k2.now = clock.Now
 	if _, err := k2.Resolve(context.Background(), id, "refused"); !errors.Is(err, ErrRefused) || te.calls.Load() != 1 {
 		t.Fatalf("another replica: %v after %d calls", err, te.calls.Load())
 	}
@@ -629,7 +664,12 @@ func TestKeycloakRefusalRemembered(t *testing.T) {
 	if _, err := k.Resolve(context.Background(), caller("other", time.Hour), "other"); !errors.Is(err, ErrRefused) || te.calls.Load() != 2 {
 		t.Fatalf("another token: %v after %d calls", err, te.calls.Load())
 	}
-	time.Sleep(350 * time.Millisecond)
+	// Remembered for RefusalTTL, and not past it.
+	clock.Advance(30*time.Second - time.Nanosecond)
+	if _, err := k.Resolve(context.Background(), id, "refused"); !errors.Is(err, ErrRefused) || te.calls.Load() != 2 {
+		t.Fatalf("just before RefusalTTL: %v after %d calls", err, te.calls.Load())
+	}
+	clock.Advance(time.Nanosecond)
 	te.fail = 0
 	if _, err := k.Resolve(context.Background(), id, "refused"); err != nil || te.calls.Load() != 3 {
 		t.Fatalf("after the refusal expired: %v after %d calls", err, te.calls.Load())
@@ -638,9 +678,11 @@ func TestKeycloakRefusalRemembered(t *testing.T) {
 	// Bounded by the token's expiry.
 	te.fail = http.StatusBadRequest
 	k3, _ := newSource(t, te, func(c *KeycloakConfig) { c.RefusalTTL = time.Hour; c.Skew = time.Second })
-	short := caller("short", 3*time.Second)
+	k3.now = clock.Now
+	short := caller("short", 0)
+	short.Expiry = clock.Now().Add(3 * time.Second)
 	_, _ = k3.Resolve(context.Background(), short, "short")
-	r := k3.fromCache(context.Background(), k3.cacheKey(short.Key), time.Now())
+	r := k3.fromCache(context.Background(), k3.cacheKey(short.Key), clock.Now())
 	if r == nil || r.Refusal == nil || r.Until.After(short.Expiry) {
 		t.Fatalf("remembered refusal %+v outlives the token (expiry %s)", r, short.Expiry)
 	}
@@ -683,7 +725,9 @@ func TestKeycloakClientRefusedTripsBreaker(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			te := newTokenEndpoint(t)
 			te.fail, te.errBody = c.status, c.body
+			clock := clocktest.New(time.Now())
 			k, _ := newSource(t, te, nil)
+			k.now = clock.Now
 			id := caller("one", time.Hour)
 			for i := range 20 {
 				tok := "one"
@@ -701,8 +745,15 @@ func TestKeycloakClientRefusedTripsBreaker(t *testing.T) {
 			if n := te.calls.Load(); n != 1 {
 				t.Fatalf("20 requests against a Keycloak refusing mcpguard made %d calls", n)
 			}
-			if d := time.Until(time.Unix(0, k.downUntil.Load())); d < ConfigBreaker-5*time.Second {
-				t.Fatalf("exchanges paused for %s only", d)
+			// Paused for ConfigBreaker, then Keycloak is asked again.
+			clock.Advance(ConfigBreaker - time.Nanosecond)
+			if _, err := k.Resolve(context.Background(), caller("later", time.Hour), "later"); !errors.Is(err, ErrUnavailable) || te.calls.Load() != 1 {
+				t.Fatalf("just before ConfigBreaker: %v after %d calls", err, te.calls.Load())
+			}
+			clock.Advance(time.Nanosecond)
+			te.fail = 0
+			if _, err := k.Resolve(context.Background(), caller("later", time.Hour), "later"); err != nil || te.calls.Load() != 2 {
+				t.Fatalf("after ConfigBreaker: %v after %d calls", err, te.calls.Load())
 			}
 		})
 	}
@@ -712,16 +763,23 @@ func TestKeycloakClientRefusedTripsBreaker(t *testing.T) {
 // skew is refused without asking Keycloak, and counted as a refusal.
 func TestKeycloakExpiringTokenNotExchanged(t *testing.T) {
 	te := newTokenEndpoint(t)
+	clock := clocktest.New(time.Now())
 	k, _ := newSource(t, te, func(c *KeycloakConfig) { c.Skew = 30 * time.Second })
+	k.now = clock.Now
+	living := func(token string, life time.Duration) *authn.Identity {
+		id := caller(token, 0)
+		id.Expiry = clock.Now().Add(life)
+		return id
+	}
 	for _, life := range []time.Duration{10 * time.Second, 30 * time.Second, -time.Minute} {
-		if _, err := k.Resolve(context.Background(), caller("soon", life), "soon"); !errors.Is(err, ErrRefused) {
+		if _, err := k.Resolve(context.Background(), living("soon", life), "soon"); !errors.Is(err, ErrRefused) {
 			t.Fatalf("token living %s: %v", life, err)
 		}
 	}
 	if te.calls.Load() != 0 || k.Refusals() != 3 {
 		t.Fatalf("%d Keycloak calls, %d refusals counted", te.calls.Load(), k.Refusals())
 	}
-	if _, err := k.Resolve(context.Background(), caller("later", 31*time.Second+500*time.Millisecond), "later"); err != nil {
+	if _, err := k.Resolve(context.Background(), living("later", 30*time.Second+time.Nanosecond), "later"); err != nil {
 		t.Fatalf("a token living past the skew: %v", err)
 	}
 }

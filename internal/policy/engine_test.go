@@ -154,13 +154,12 @@ func TestTimeoutDenies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
+	// "exceeded" comes only from OPA's cancellation error: the evaluation was
+	// stopped, not run to its end (no clock is read here: a slow machine
+	// changes nothing but how long the test takes).
 	d, err := e.Decide(context.Background(), call("x"))
 	if d.Allow || err == nil || !strings.Contains(err.Error(), "exceeded") {
 		t.Fatalf("timeout: %+v %v", d, err)
-	}
-	if el := time.Since(start); el > 5*time.Second {
-		t.Fatalf("evaluation not cancelled: took %s", el)
 	}
 }
 

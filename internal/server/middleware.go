@@ -229,7 +229,7 @@ func (s *Server) visible(ctx context.Context, p *principal, in *policy.Input) (m
 	if s.cfg.Stateless {
 		key.session = "" // each stateless request has a throwaway session of its own
 	}
-	now := time.Now()
+	now := s.clock()
 	p.visMu.Lock()
 	e, ok := p.vis[key]
 	p.visMu.Unlock()

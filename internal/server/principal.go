@@ -60,7 +60,7 @@ func (p *principal) tokenInfo(r *http.Request) *auth.TokenInfo {
 
 // resolve returns the principal of id, from the identity's cache when still valid.
 func (s *Server) resolve(ctx context.Context, id *authn.Identity, token string) *principal {
-	if p, ok := id.Derived().(*principal); ok && (p.validUntil.IsZero() || time.Now().Before(p.validUntil)) {
+	if p, ok := id.Derived().(*principal); ok && (p.validUntil.IsZero() || s.clock().Before(p.validUntil)) {
 		return p
 	}
 	p := s.newPrincipal(ctx, id, token)

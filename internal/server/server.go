@@ -44,6 +44,17 @@ type Server struct {
 	linted    chan struct{}
 	// stdioToken authenticates the stdio transport's one caller.
 	stdioToken string
+	// now is the clock of the expiry decisions made here (a caller's roles,
+	// the list cache); nil is time.Now. Tests set a clock they move.
+	now func() time.Time
+}
+
+// clock reads the server's clock.
+func (s *Server) clock() time.Time {
+	if s.now == nil {
+		return time.Now()
+	}
+	return s.now()
 }
 
 // Options are the parts New does not build from the configuration itself.

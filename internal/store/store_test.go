@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpguard/mcpguard/internal/clocktest"
 	"github.com/mcpguard/mcpguard/internal/store"
 	"github.com/mcpguard/mcpguard/internal/store/storetest"
 )
@@ -22,11 +23,14 @@ func key32() []byte {
 func TestMemoryExpiryAndBound(t *testing.T) {
 	ctx := context.Background()
 	m := store.NewMemory(100)
+	clock := clocktest.New(time.Now())
+	store.SetClock(m, clock.Now)
 	_ = m.Set(ctx, "a", []byte("1"), 50*time.Millisecond)
+	clock.Advance(50*time.Millisecond - time.Nanosecond)
 	if v, err := m.Get(ctx, "a"); err != nil || string(v) != "1" {
 		t.Fatalf("%q %v", v, err)
 	}
-	time.Sleep(80 * time.Millisecond)
+	clock.Advance(time.Nanosecond)
 	if _, err := m.Get(ctx, "a"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("expired value served: %v", err)
 	}
@@ -111,9 +115,15 @@ func TestRedisEncryptedAndFallback(t *testing.T) {
 	if err := e.Set(ctx, "short", secret, 50*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(120 * time.Millisecond)
-	if _, err := e.Get(ctx, "short"); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("expired in Redis: %v", err)
+	// Redis expires it by its own clock: asked until it has, within a bound.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		_, err := e.Get(ctx, "short")
+		if errors.Is(err, store.ErrNotFound) {
+			break
+		}
+		if err != nil || time.Now().After(deadline) {
+			t.Fatalf("a value set for 50ms, still in Redis after 5s: %v", err)
+		}
 	}
 
 	stop() // Redis goes down: writes and reads fall back to memory, nothing is lost for this process.

@@ -16,7 +16,9 @@ exec 3<&0 # keep the caller's pipe: background jobs get /dev/null as stdin
 kc=$!
 
 watch() {
-  cat >/dev/null # returns at EOF: the caller closed the pipe or exited
+  # Returns at EOF: the caller closed the pipe or exited. Its output goes
+  # nowhere: it must not hold the caller's output pipe open (below).
+  cat >/dev/null 2>&1
   kill -TERM "$kc" 2>/dev/null || exit 0
   for _ in $(seq 1 300); do
     kill -0 "$kc" 2>/dev/null || exit 0
@@ -26,8 +28,13 @@ watch() {
   kill -KILL -- "-$$" 2>/dev/null
 }
 watch <&3 &
+watcher=$!
 exec 3<&-
 
 wait "$kc"
 status=$?
+# Keycloak is gone (it exited by itself, or the watcher stopped it): the
+# watcher goes too, so that nothing of ours holds the caller's output open
+# and the caller sees the exit, and every line before it, at once.
+kill "$watcher" 2>/dev/null
 exit "$status"
