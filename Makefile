@@ -38,10 +38,39 @@ test-fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./internal/authn/
 	$(GO) test -run '^$$' -fuzz '^FuzzArguments$$' -fuzztime $(FUZZTIME) ./internal/policy/
 
+# The policy tests; coverage checked per policy file, test files left out
+# (opa test's --threshold averages them in); the lint; then the mutation
+# check of the tests (docs/TESTING.md).
+POLICY_COVERAGE ?= 100
 test-policy:
-	$(GO) tool opa test policies/ -v --coverage --threshold 90 --format=json > /dev/null
 	$(GO) tool opa test policies/
+	@mkdir -p bin
+	$(GO) tool opa test policies/ --coverage --format=json > bin/policy-coverage.json
+	$(GO) run ./test/coverage/rego -min $(POLICY_COVERAGE) -report bin/policy-coverage.json policies/
 	$(GO) run ./cmd/mcpguard policy lint
+	@$(MAKE) --no-print-directory mutate-rego
+
+# Rego mutation testing: every conjunct of policies/*.rego deleted, every
+# expression negated, every body dropped, one at a time; each mutant must fail
+# a policy test or be listed, with its reason, in test/mutate/rego-allow.txt.
+# About 80 s of CPU on one core; it gives up (and fails) after 6 minutes.
+.PHONY: mutate-rego
+mutate-rego:
+	$(GO) run ./test/mutate/rego -dir policies -allow test/mutate/rego-allow.txt -timeout 6m
+
+# Go mutation testing with gremlins (pinned by test/mutate/gremlins/go.mod, a
+# module of its own) over the security-critical code, one target at a time
+# with one worker: every surviving mutant must fail a test or be listed, with
+# its reason, in test/mutate/go-allow.txt. MUTATE_ONLY=a,b picks targets
+# (`go -C test/mutate/gremlins run . -list`); MUTATE_BUDGET=10m stops each
+# target after that long and judges what it ran. Times: docs/TESTING.md.
+MUTATE_ONLY ?=
+MUTATE_BUDGET ?= 0
+.PHONY: mutate mutate-go
+mutate-go:
+	$(GO) -C test/mutate/gremlins run . -repo $(CURDIR) -go $(GO) -only '$(MUTATE_ONLY)' -budget $(MUTATE_BUDGET)
+
+mutate: mutate-go mutate-rego
 
 test-e2e: tools-ts
 	MCPGUARD_E2E_TS=1 $(GO) test -count=1 -v -run 'TestTypeScript' ./test/...
@@ -59,6 +88,7 @@ test/node_modules/.package-lock.json: test/package.json test/package-lock.json
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || (gofmt -l . && echo "gofmt: files above need formatting" && exit 1)
 	$(GO) vet $(PKGS)
+	$(GO) -C test/mutate/gremlins vet ./...
 	$(GO) tool opa fmt --list --fail policies/
 	$(GO) tool opa check --strict policies/
 
