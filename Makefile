@@ -72,6 +72,16 @@ mutate-go:
 
 mutate: mutate-go mutate-rego
 
+# What CI is to run of it (not yet part of make test: its survivors are still
+# being reviewed against test/mutate/go-allow.txt): the targets that guard every request (the
+# token, the sealing, the authorization middleware), each stopped at 12
+# minutes at worst; about 17 minutes measured on the shared 2-core machine.
+# The Keycloak exchange and the policy engine run with make mutate.
+MUTATE_CI ?= store-sealing,authn-jws,authn-verifier,authn-keys,server-authz
+.PHONY: mutate-go-ci
+mutate-go-ci:
+	$(GO) -C test/mutate/gremlins run . -repo $(CURDIR) -go $(GO) -only '$(MUTATE_CI)' -budget 12m
+
 test-e2e: tools-ts
 	MCPGUARD_E2E_TS=1 $(GO) test -count=1 -v -run 'TestTypeScript' ./test/...
 

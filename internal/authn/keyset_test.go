@@ -132,3 +132,11 @@ func TestKeySetUsesItsClient(t *testing.T) {
 		t.Fatalf("%d requests through the given client, want 2 (discovery, keys)", tr.n)
 	}
 }
+
+// Without a client of its own, the key set fetches with one that gives up
+// on an issuer that never answers.
+func TestKeySetDefaultClientTimesOut(t *testing.T) {
+	if c := (&KeySet{}).client(); c.Timeout != 10*time.Second {
+		t.Fatalf("default client timeout %s", c.Timeout)
+	}
+}

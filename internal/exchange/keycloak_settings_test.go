@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -121,8 +122,8 @@ func TestKeycloakRetriesBackOff(t *testing.T) {
 }
 
 // The in-process cache of results is bounded: full, it drops what has
-// expired and then enough to be three quarters full; below the bound it
-// drops nothing.
+// expired and then just enough to be three quarters full with the new
+// result; below the bound it drops nothing.
 func TestKeycloakLocalCacheBound(t *testing.T) {
 	te := newTokenEndpoint(t)
 	k, _ := newSource(t, te, nil)
@@ -137,7 +138,7 @@ func TestKeycloakLocalCacheBound(t *testing.T) {
 		t.Fatalf("%d of %d results kept below the bound", len(k.local), maxLocal)
 	}
 	k.toLocal(key(maxLocal), live)
-	if n := len(k.local); n > maxLocal*3/4 || k.fromLocal(key(maxLocal), now) == nil {
+	if n := len(k.local); n != maxLocal*3/4 || k.fromLocal(key(maxLocal), now) == nil {
 		t.Fatalf("full cache: %d entries after one more (bound %d), the new one kept: %v", n, maxLocal*3/4, k.fromLocal(key(maxLocal), now) != nil)
 	}
 }
@@ -200,6 +201,28 @@ func TestKeycloakCacheWriteFailureLogged(t *testing.T) {
 		}
 		if logged := strings.Contains(logs.String(), "role cache write failed"); logged != broken {
 			t.Errorf("store broken=%v: failure logged %v: %s", broken, logged, logs.String())
+		}
+	}
+}
+
+// Keycloak's answer decides whose fault a failure is: a 5xx, 408, 429 or
+// a non-error status is Keycloak unavailable (nobody's refusal), a 401 or a
+// client error code refuses mcpguard itself, another 4xx refuses the caller.
+func TestKeycloakClassifyStatus(t *testing.T) {
+	for status, want := range map[int]string{
+		399: "unavailable", 400: "refused", 401: "config", 403: "refused", 408: "unavailable",
+		429: "unavailable", 499: "refused", 500: "unavailable", 503: "unavailable",
+	} {
+		e := classify(&oauth2.RetrieveError{Response: &http.Response{StatusCode: status}, ErrorCode: "invalid_grant"})
+		got := "refused"
+		switch {
+		case e.Config:
+			got = "config"
+		case errors.Is(e, ErrUnavailable):
+			got = "unavailable"
+		}
+		if got != want || (got == "refused") != errors.Is(e, ErrRefused) {
+			t.Errorf("status %d: %s (%v), want %s", status, got, e, want)
 		}
 	}
 }

@@ -717,6 +717,12 @@ func shim() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
+	if profile := coverProfileArg(os.Args[1:]); profile != "" {
+		if err := coverCaseLists(profile); err != nil {
+			fmt.Fprintf(os.Stderr, "mutate: %s: %v\n", profile, err)
+			return 2
+		}
+	}
 	return 0
 }
 
