@@ -98,14 +98,6 @@ func (s *Server) authenticate(next http.Handler, ch authn.Challenge) http.Handle
 	})
 }
 
-func bearerToken(r *http.Request) string {
-	h := r.Header.Get("Authorization")
-	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-		return strings.TrimSpace(h[7:])
-	}
-	return ""
-}
-
 // limitBody refuses bodies over the limit before anything reads them.
 func limitBody(h http.Handler, max int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -38,3 +38,17 @@ func TestParseKeysNamesTheBadKey(t *testing.T) {
 		}
 	}
 }
+
+// Empty entries of the list (a trailing comma, ", ,") are skipped, not the
+// end of the list.
+func TestParseKeysSkipsEmptyEntries(t *testing.T) {
+	a := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, 32))
+	b := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{2}, 32))
+	keys, err := store.ParseKeys(a + ", ," + b + ",")
+	if err != nil || len(keys) != 2 || keys[1][0] != 2 {
+		t.Fatalf("%d keys, %v", len(keys), err)
+	}
+	if _, err := store.ParseKeys(" , "); err == nil {
+		t.Fatal("a list of empty entries accepted")
+	}
+}
