@@ -137,7 +137,7 @@ func openSessions(b *testing.B, t target, n int) []*mcp.ClientSession {
 // interleave runs rounds of `per` operations on each client session of each
 // target in turn, rotating the order, and reports each target's throughput
 // and the ratios to the first target.
-func interleave(b *testing.B, targets []target, clients, per int, op func(*mcp.ClientSession) error) {
+func interleave(b *testing.B, targets []target, clients, per int, op func(target string, cs *mcp.ClientSession) error) {
 	if only := os.Getenv("MCPGUARD_BENCH_ONLY"); only != "" { // for profiling one target
 		for _, t := range targets {
 			if t.name == only {
@@ -149,7 +149,7 @@ func interleave(b *testing.B, targets []target, clients, per int, op func(*mcp.C
 	for i, t := range targets {
 		sessions[i] = openSessions(b, t, clients)
 		for _, cs := range sessions[i] { // warm up
-			if err := op(cs); err != nil {
+			if err := op(t.name, cs); err != nil {
 				b.Fatalf("%s: %v", t.name, err)
 			}
 		}
@@ -169,7 +169,7 @@ func interleave(b *testing.B, targets []target, clients, per int, op func(*mcp.C
 				go func() {
 					defer wg.Done()
 					for range per {
-						if err := op(cs); err != nil {
+						if err := op(targets[i].name, cs); err != nil {
 							errs <- err
 							return
 						}
@@ -197,7 +197,7 @@ func interleave(b *testing.B, targets []target, clients, per int, op func(*mcp.C
 	}
 }
 
-func callEcho(cs *mcp.ClientSession) error {
+func callEcho(_ string, cs *mcp.ClientSession) error {
 	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: policytest.ToolName(0), Arguments: map[string]any{"text": "hello"}})
 	if err != nil {
 		return err
@@ -227,29 +227,35 @@ func BenchmarkToolsCall(b *testing.B) {
 // policy (guarded) vs the open and bare servers, 4 clients, 4×10 lists a
 // round. "all-visible": the guarded caller holds every role, so all three
 // answer the same 1,000 tools and the difference is the filtering alone;
-// "three-roles": the realistic caller, who is shown a short list.
+// "three-roles": the realistic caller, who is shown 50 of the 1,000. Every
+// list is checked to hold exactly the tools the case claims.
 func BenchmarkToolsList(b *testing.B) {
 	var all []string
 	for i := range 50 {
 		all = append(all, policytest.RoleName(i), "api."+policytest.RoleName(i))
 	}
 	for _, c := range []struct {
-		name  string
-		roles []string
-		vars  map[string]string
+		name    string
+		roles   []string
+		vars    map[string]string
+		guarded int // tools the guarded caller is shown
 	}{
-		{"all-visible", all, nil},
-		{"all-visible-uncached", all, map[string]string{"LIST_CACHE_TTL": "0"}},
-		{"three-roles", []string{"role_00", "role_13", "role_27", "api.role_03"}, nil},
+		{"all-visible", all, nil, 1000},
+		{"all-visible-uncached", all, map[string]string{"LIST_CACHE_TTL": "0"}, 1000},
+		{"three-roles", []string{"role_00", "role_13", "role_27", "api.role_03"}, nil, 50},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			interleave(b, benchTargetsFor(b, 1000, c.vars, c.roles), 4, 10, func(cs *mcp.ClientSession) error {
+			interleave(b, benchTargetsFor(b, 1000, c.vars, c.roles), 4, 10, func(name string, cs *mcp.ClientSession) error {
 				res, err := cs.ListTools(context.Background(), nil)
 				if err != nil {
 					return err
 				}
-				if len(res.Tools) == 0 {
-					return fmt.Errorf("empty list")
+				want := 1000
+				if name == "guarded" {
+					want = c.guarded
+				}
+				if len(res.Tools) != want || res.NextCursor != "" {
+					return fmt.Errorf("listed %d tools (next cursor %q), the benchmark claims %d", len(res.Tools), res.NextCursor, want)
 				}
 				return nil
 			})
@@ -299,6 +305,11 @@ func BenchmarkHandler(b *testing.B) {
 					t.handler.ServeHTTP(rec, req)
 					if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"result"`) {
 						b.Fatalf("%s: %d %.300s", t.name, rec.Code, rec.Body.String())
+					}
+					if c.body == list {
+						if n := strings.Count(rec.Body.String(), `"name":"tool_`); n != c.tools {
+							b.Fatalf("%s: listed %d tools, the benchmark claims %d", t.name, n, c.tools)
+						}
 					}
 				}
 			})

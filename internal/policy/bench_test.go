@@ -3,10 +3,10 @@ package policy_test
 import (
 	"context"
 	"encoding/json"
-	"slices"
 	"testing"
 	"time"
 
+	"github.com/mcpguard/mcpguard/internal/benchtest"
 	"github.com/mcpguard/mcpguard/internal/policy"
 	"github.com/mcpguard/mcpguard/internal/policy/policytest"
 )
@@ -37,20 +37,23 @@ func benchInput(tool string, args string) *policy.Input {
 	return in
 }
 
-func reportPercentiles(b *testing.B, d []time.Duration) {
-	if len(d) == 0 {
-		return
+// checkScaled fails the benchmark unless dir's catalog has the size the
+// benchmark claims, and reports its distinct rows.
+func checkScaled(b *testing.B, dir string, tools, distinct int) {
+	b.Helper()
+	n, d, err := policytest.Rows(dir)
+	if err != nil || n != tools || d != distinct {
+		b.Fatalf("catalog: %d tools, %d distinct rows (%v); the benchmark claims %d and %d", n, d, err, tools, distinct)
 	}
-	slices.Sort(d)
-	b.ReportMetric(float64(d[len(d)/2].Nanoseconds()), "p50-ns")
-	b.ReportMetric(float64(d[len(d)*99/100].Nanoseconds()), "p99-ns")
 }
 
 // BenchmarkDecision is a tools/call decision on the shipped policy scaled to
-// 200 tools and 50 roles, a caller with 3 roles: allowed (the common case)
-// and denied (which also evaluates the reasons).
+// 200 tools (100 distinct rows) and 50 roles, a caller with 3 roles: allowed
+// (the common case) and denied (which also evaluates the reasons).
 func BenchmarkDecision(b *testing.B) {
-	e, err := policy.New(context.Background(), scaledPolicy(b, 200, 50))
+	dir := scaledPolicy(b, 200, 50)
+	checkScaled(b, dir, 200, 100)
+	e, err := policy.New(context.Background(), dir)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -61,26 +64,35 @@ func BenchmarkDecision(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			in := benchInput(c.tool, `{"query":"q3 revenue","limit":10}`)
 			ctx := context.Background()
-			lat := make([]time.Duration, 0, b.N)
+			var lat benchtest.Latencies
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
-				t0 := time.Now()
-				d, err := e.Decide(ctx, in)
-				lat = append(lat, time.Since(t0))
+				var d policy.Decision
+				var err error
+				if lat.Timed() {
+					t0 := time.Now()
+					d, err = e.Decide(ctx, in)
+					lat.Add(time.Since(t0))
+				} else {
+					d, err = e.Decide(ctx, in)
+				}
 				if err != nil || d.Allow != c.allow {
 					b.Fatalf("%+v %v", d, err)
 				}
 			}
 			b.StopTimer()
-			reportPercentiles(b, lat)
+			lat.Report(b)
 		})
 	}
 }
 
-// BenchmarkVisible filters a tools/list of 1,000 candidates in one evaluation.
+// BenchmarkVisible filters a tools/list of 1,000 candidates (100 distinct
+// catalog rows) in one evaluation; the caller is shown 50 of them.
 func BenchmarkVisible(b *testing.B) {
-	e, err := policy.New(context.Background(), scaledPolicy(b, 1000, 50))
+	dir := scaledPolicy(b, 1000, 50)
+	checkScaled(b, dir, 1000, 100)
+	e, err := policy.New(context.Background(), dir)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -94,8 +106,8 @@ func BenchmarkVisible(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		v, err := e.Visible(context.Background(), in)
-		if err != nil || len(v) == 0 {
-			b.Fatal(err, len(v))
+		if err != nil || len(v) != 50 {
+			b.Fatalf("%d of 1,000 visible, want 50: %v", len(v), err)
 		}
 	}
 }

@@ -91,3 +91,28 @@ visible contains c.uri if some c in input.mcp.candidates.resources
 visible contains c.uriTemplate if some c in input.mcp.candidates.resource_templates
 `), 0o600)
 }
+
+// Rows counts the tools in dir's catalog and the distinct rows among them
+// (tools share rows: the catalog cycles four kinds over nRoles roles), so a
+// benchmark can check the size it claims.
+func Rows(dir string) (tools, distinct int, err error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "data.json"))
+	if err != nil {
+		return 0, 0, err
+	}
+	var data struct {
+		MCP struct {
+			Catalog struct {
+				Tools map[string]json.RawMessage `json:"tools"`
+			} `json:"catalog"`
+		} `json:"mcp"`
+	}
+	if err := json.Unmarshal(raw, &data); err != nil {
+		return 0, 0, err
+	}
+	seen := map[string]bool{}
+	for _, row := range data.MCP.Catalog.Tools {
+		seen[string(row)] = true
+	}
+	return len(data.MCP.Catalog.Tools), len(seen), nil
+}
