@@ -1,6 +1,7 @@
 package mcp.authz_test
 
 import data.mcp.authz
+import data.mcpguard
 
 # Callers, shaped like the input document the server builds.
 
@@ -60,50 +61,50 @@ method(who, m) := with_mcp(who, {"method": m})
 # tools/call, against policies/data.json.
 
 test_get_current_user_any_authenticated if {
-	authz.allow with input as call(user([]), "get_current_user")
-	authz.allow with input as call(app([]), "get_current_user")
+	mcpguard.allow with input as call(user([]), "get_current_user")
+	mcpguard.allow with input as call(app([]), "get_current_user")
 }
 
 test_read_critical_data if {
-	authz.allow with input as call(user(["data_reader"]), "read_critical_data")
-	not authz.allow with input as call(user(["finance"]), "read_critical_data")
-	not authz.allow with input as call(user([]), "read_critical_data")
+	mcpguard.allow with input as call(user(["data_reader"]), "read_critical_data")
+	not mcpguard.allow with input as call(user(["finance"]), "read_critical_data")
+	not mcpguard.allow with input as call(user([]), "read_critical_data")
 }
 
 test_approve_budget_needs_both_roles if {
-	authz.allow with input as call(user(["finance", "executive"]), "approve_budget")
-	not authz.allow with input as call(user(["finance"]), "approve_budget")
-	not authz.allow with input as call(user(["executive"]), "approve_budget")
+	mcpguard.allow with input as call(user(["finance", "executive"]), "approve_budget")
+	not mcpguard.allow with input as call(user(["finance"]), "approve_budget")
+	not mcpguard.allow with input as call(user(["executive"]), "approve_budget")
 }
 
 test_admin_operation_either_role if {
-	authz.allow with input as call(user(["admin"]), "admin_operation")
-	authz.allow with input as call(user(["supervisor"]), "admin_operation")
-	not authz.allow with input as call(user(["data_reader"]), "admin_operation")
+	mcpguard.allow with input as call(user(["admin"]), "admin_operation")
+	mcpguard.allow with input as call(user(["supervisor"]), "admin_operation")
+	not mcpguard.allow with input as call(user(["data_reader"]), "admin_operation")
 }
 
 test_write_api_data_needs_client_role if {
-	authz.allow with input as call(writer, "write_api_data")
-	not authz.allow with input as call(user(["writer"]), "write_api_data")
-	not authz.allow with input as call(object.union(user([]), {"authorization": {"client_roles": {"other": ["writer"]}}}), "write_api_data")
+	mcpguard.allow with input as call(writer, "write_api_data")
+	not mcpguard.allow with input as call(user(["writer"]), "write_api_data")
+	not mcpguard.allow with input as call(object.union(user([]), {"authorization": {"client_roles": {"other": ["writer"]}}}), "write_api_data")
 }
 
 test_app_only_caller_uses_app_roles if {
-	authz.allow with input as call(app(["data_reader"]), "read_critical_data")
-	authz.allow with input as call(app(["finance", "executive"]), "approve_budget")
-	not authz.allow with input as call(app(["finance"]), "approve_budget")
-	not authz.allow with input as call(app(["data_reader"]), "admin_operation")
+	mcpguard.allow with input as call(app(["data_reader"]), "read_critical_data")
+	mcpguard.allow with input as call(app(["finance", "executive"]), "approve_budget")
+	not mcpguard.allow with input as call(app(["finance"]), "approve_budget")
+	not mcpguard.allow with input as call(app(["data_reader"]), "admin_operation")
 }
 
 test_unknown_tool_denied if {
-	not authz.allow with input as call(everything, "drop_database")
-	authz.decision.reasons == [`tool "drop_database" is not in the policy catalog`] with input as call(everything, "drop_database")
+	not mcpguard.allow with input as call(everything, "drop_database")
+	mcpguard.decision.reasons == [`tool "drop_database" is not in the policy catalog`] with input as call(everything, "drop_database")
 }
 
 test_tools_call_without_name_denied if {
 	req := with_mcp(everything, {"method": "tools/call", "tool": {"arguments": {}}})
-	not authz.allow with input as req
-	authz.decision.reasons == ["tools/call request names no tool"] with input as req
+	not mcpguard.allow with input as req
+	mcpguard.decision.reasons == ["tools/call request names no tool"] with input as req
 }
 
 # Anonymous callers get nothing, not even housekeeping.
@@ -117,23 +118,23 @@ test_anonymous_denied_everything if {
 		read(anonymous, "data://server-info"),
 		prompt(anonymous, "summarize_access"),
 	] {
-		not authz.allow with input as req
-		authz.decision.reasons == ["caller is not authenticated"] with input as req
+		not mcpguard.allow with input as req
+		mcpguard.decision.reasons == ["caller is not authenticated"] with input as req
 	}
 }
 
 test_anonymous_even_with_roles_denied if {
-	not authz.allow with input as call(object.union(anonymous, {"authorization": {"roles": ["data_reader"]}}), "read_critical_data")
+	not mcpguard.allow with input as call(object.union(anonymous, {"authorization": {"roles": ["data_reader"]}}), "read_critical_data")
 }
 
 test_missing_identity_denied if {
-	not authz.allow with input as {"version": 1, "mcp": {"method": "ping"}}
+	not mcpguard.allow with input as {"version": 1, "mcp": {"method": "ping"}}
 }
 
 test_contradictory_identity_denied if {
 	req := method(object.union(anonymous, {"identity": {"authenticated": true}}), "ping")
-	not authz.allow with input as req
-	authz.decision.reasons == ["identity is marked authenticated but its kind is anonymous"] with input as req
+	not mcpguard.allow with input as req
+	mcpguard.decision.reasons == ["identity is marked authenticated but its kind is anonymous"] with input as req
 }
 
 # Methods.
@@ -146,9 +147,9 @@ test_housekeeping_allowed if {
 		"logging/setLevel", "resources/unsubscribe",
 		"tools/list", "resources/list", "resources/templates/list", "prompts/list",
 	] {
-		authz.allow with input as method(user([]), m)
-		authz.allow with input as method(app([]), m)
-		authz.decision.reasons == [] with input as method(user([]), m)
+		mcpguard.allow with input as method(user([]), m)
+		mcpguard.allow with input as method(app([]), m)
+		mcpguard.decision.reasons == [] with input as method(user([]), m)
 	}
 }
 
@@ -161,28 +162,28 @@ listen(who, uris) := with_mcp(who, {"method": "subscriptions/listen", "subscript
 }})
 
 test_listen_without_resources_allowed if {
-	authz.allow with input as listen(user([]), [])
-	authz.allow with input as listen(app([]), [])
+	mcpguard.allow with input as listen(user([]), [])
+	mcpguard.allow with input as listen(app([]), [])
 }
 
 test_listen_to_allowed_resources if {
-	authz.allow with input as listen(user(["data_reader"]), ["data://items/7", "data://server-info"])
+	mcpguard.allow with input as listen(user(["data_reader"]), ["data://items/7", "data://server-info"])
 }
 
 test_listen_to_a_forbidden_resource_denied if {
 	req := listen(user([]), ["data://server-info", "data://items/7"])
-	not authz.allow with input as req
-	authz.decision.reasons == ["resource \"data://items/7\" (template \"data://items/{item_id}\") requires role \"data_reader\""] with input as req
+	not mcpguard.allow with input as req
+	mcpguard.decision.reasons == ["resource \"data://items/7\" (template \"data://items/{item_id}\") requires role \"data_reader\""] with input as req
 }
 
 test_listen_without_subscriptions_denied if {
 	req := method(user(["data_reader"]), "subscriptions/listen")
-	not authz.allow with input as req
-	authz.decision.reasons == ["subscriptions/listen request does not list its resource subscriptions"] with input as req
+	not mcpguard.allow with input as req
+	mcpguard.decision.reasons == ["subscriptions/listen request does not list its resource subscriptions"] with input as req
 }
 
 test_listen_anonymous_denied if {
-	not authz.allow with input as listen(anonymous, [])
+	not mcpguard.allow with input as listen(anonymous, [])
 }
 
 # completion/complete: decided like a use of its ref.
@@ -190,82 +191,82 @@ test_listen_anonymous_denied if {
 complete(who, ref) := with_mcp(who, {"method": "completion/complete", "completion": {"ref": ref, "argument": {"name": "a", "value": "v"}}})
 
 test_complete_prompt if {
-	authz.allow with input as complete(user([]), {"type": "ref/prompt", "name": "summarize_access"})
+	mcpguard.allow with input as complete(user([]), {"type": "ref/prompt", "name": "summarize_access"})
 	req := complete(user([]), {"type": "ref/prompt", "name": "hidden"})
-	not authz.allow with input as req
-	authz.decision.reasons == ["prompt \"hidden\" is not in the policy catalog"] with input as req
+	not mcpguard.allow with input as req
+	mcpguard.decision.reasons == ["prompt \"hidden\" is not in the policy catalog"] with input as req
 }
 
 test_complete_resource_template if {
 	ref := {"type": "ref/resource", "uri": "data://items/{item_id}"}
-	authz.allow with input as complete(user(["data_reader"]), ref)
-	not authz.allow with input as complete(user([]), ref)
-	authz.decision.reasons == ["resource template \"data://items/{item_id}\" requires role \"data_reader\""] with input as complete(user([]), ref)
+	mcpguard.allow with input as complete(user(["data_reader"]), ref)
+	not mcpguard.allow with input as complete(user([]), ref)
+	mcpguard.decision.reasons == ["resource template \"data://items/{item_id}\" requires role \"data_reader\""] with input as complete(user([]), ref)
 }
 
 test_complete_resource if {
-	authz.allow with input as complete(user(["data_reader"]), {"type": "ref/resource", "uri": "data://items/3"})
-	not authz.allow with input as complete(user([]), {"type": "ref/resource", "uri": "data://items/3"})
-	authz.decision.reasons == ["resource \"data://items/3\" (template \"data://items/{item_id}\") requires role \"data_reader\""] with input as complete(user([]), {"type": "ref/resource", "uri": "data://items/3"})
-	authz.decision.reasons == ["resource \"nope://x\" is not in the policy catalog"] with input as complete(user([]), {"type": "ref/resource", "uri": "nope://x"})
+	mcpguard.allow with input as complete(user(["data_reader"]), {"type": "ref/resource", "uri": "data://items/3"})
+	not mcpguard.allow with input as complete(user([]), {"type": "ref/resource", "uri": "data://items/3"})
+	mcpguard.decision.reasons == ["resource \"data://items/3\" (template \"data://items/{item_id}\") requires role \"data_reader\""] with input as complete(user([]), {"type": "ref/resource", "uri": "data://items/3"})
+	mcpguard.decision.reasons == ["resource \"nope://x\" is not in the policy catalog"] with input as complete(user([]), {"type": "ref/resource", "uri": "nope://x"})
 }
 
 test_complete_without_ref_denied if {
 	req := method(everything, "completion/complete")
-	not authz.allow with input as req
-	authz.decision.reasons == ["completion/complete request names neither a prompt nor a resource"] with input as req
-	not authz.allow with input as complete(everything, {"type": "ref/tool", "name": "x"})
+	not mcpguard.allow with input as req
+	mcpguard.decision.reasons == ["completion/complete request names neither a prompt nor a resource"] with input as req
+	not mcpguard.allow with input as complete(everything, {"type": "ref/tool", "name": "x"})
 }
 
 test_unknown_method_denied if {
 	every m in ["foo/bar", "sampling/createMessage", "elicitation/create", "roots/list", "tools/Call", ""] {
-		not authz.allow with input as method(everything, m)
-		authz.decision.reasons == [sprintf("method %q is not allowed", [m])] with input as method(everything, m)
+		not mcpguard.allow with input as method(everything, m)
+		mcpguard.decision.reasons == [sprintf("method %q is not allowed", [m])] with input as method(everything, m)
 	}
 }
 
 test_missing_method_denied if {
-	not authz.allow with input as object.union(everything, {"mcp": {}})
-	authz.decision.reasons == ["request has no MCP method"] with input as object.union(everything, {"mcp": {}})
+	not mcpguard.allow with input as object.union(everything, {"mcp": {}})
+	mcpguard.decision.reasons == ["request has no MCP method"] with input as object.union(everything, {"mcp": {}})
 }
 
 test_other_input_version_denied if {
 	req := object.union(call(everything, "get_current_user"), {"version": 2})
-	not authz.allow with input as req
-	authz.decision.reasons == ["input document version 2 is not supported (these policies read version 1)"] with input as req
+	not mcpguard.allow with input as req
+	mcpguard.decision.reasons == ["input document version 2 is not supported (these policies read version 1)"] with input as req
 }
 
 test_missing_input_version_denied if {
 	req := object.remove(method(everything, "ping"), ["version"])
-	not authz.allow with input as req
-	authz.decision.reasons == ["input document version null is not supported (these policies read version 1)"] with input as req
+	not mcpguard.allow with input as req
+	mcpguard.decision.reasons == ["input document version null is not supported (these policies read version 1)"] with input as req
 }
 
 # resources/read: exact rows and template globs.
 
 test_resource_exact if {
-	authz.allow with input as read(user([]), "data://server-info")
-	authz.allow with input as read(app([]), "data://server-info")
+	mcpguard.allow with input as read(user([]), "data://server-info")
+	mcpguard.allow with input as read(app([]), "data://server-info")
 }
 
 test_resource_template if {
-	authz.allow with input as read(user(["data_reader"]), "data://items/42")
-	authz.allow with input as read(app(["data_reader"]), "data://items/abc-1")
-	not authz.allow with input as read(user([]), "data://items/42")
-	authz.decision.reasons == [`resource "data://items/42" (template "data://items/{item_id}") requires role "data_reader"`] with input as read(user([]), "data://items/42")
+	mcpguard.allow with input as read(user(["data_reader"]), "data://items/42")
+	mcpguard.allow with input as read(app(["data_reader"]), "data://items/abc-1")
+	not mcpguard.allow with input as read(user([]), "data://items/42")
+	mcpguard.decision.reasons == [`resource "data://items/42" (template "data://items/{item_id}") requires role "data_reader"`] with input as read(user([]), "data://items/42")
 }
 
 test_resource_template_star_stays_in_segment if {
 	every uri in ["data://items/1/secret", "data://itemsX", "data://items", "data://itemsX/1", "data://other/1", "file:///etc/passwd"] {
-		not authz.allow with input as read(everything, uri)
-		authz.decision.reasons == [sprintf("resource %q is not in the policy catalog", [uri])] with input as read(everything, uri)
+		not mcpguard.allow with input as read(everything, uri)
+		mcpguard.decision.reasons == [sprintf("resource %q is not in the policy catalog", [uri])] with input as read(everything, uri)
 	}
 }
 
 test_resource_read_without_uri_denied if {
 	req := with_mcp(everything, {"method": "resources/read", "resource": {}})
-	not authz.allow with input as req
-	authz.decision.reasons == ["resources/read request names no resource URI"] with input as req
+	not mcpguard.allow with input as req
+	mcpguard.decision.reasons == ["resources/read request names no resource URI"] with input as req
 }
 
 test_resource_exact_row_decides_alone if {
@@ -273,10 +274,10 @@ test_resource_exact_row_decides_alone if {
 		"resources": {"data://items/admin": {"require_role": "admin"}},
 		"resource_templates": {"data://items/{id}": {"match": "data://items/*", "require_role": "data_reader"}},
 	}
-	not authz.allow with input as read(user(["data_reader"]), "data://items/admin") with data.mcp.catalog as catalog
-	authz.allow with input as read(user(["admin"]), "data://items/admin") with data.mcp.catalog as catalog
-	authz.allow with input as read(user(["data_reader"]), "data://items/7") with data.mcp.catalog as catalog
-	authz.decision.reasons == [`resource "data://items/admin" requires role "admin"`] with input as read(user(["data_reader"]), "data://items/admin") with data.mcp.catalog as catalog
+	not mcpguard.allow with input as read(user(["data_reader"]), "data://items/admin") with data.mcp.catalog as catalog
+	mcpguard.allow with input as read(user(["admin"]), "data://items/admin") with data.mcp.catalog as catalog
+	mcpguard.allow with input as read(user(["data_reader"]), "data://items/7") with data.mcp.catalog as catalog
+	mcpguard.decision.reasons == [`resource "data://items/admin" requires role "admin"`] with input as read(user(["data_reader"]), "data://items/admin") with data.mcp.catalog as catalog
 }
 
 test_resource_exact_row_of_any_value_decides_alone if {
@@ -284,8 +285,8 @@ test_resource_exact_row_of_any_value_decides_alone if {
 		"resources": {"data://items/x": false},
 		"resource_templates": {"data://items/{id}": {"match": "data://items/*", "allow_authenticated": true}},
 	}
-	not authz.allow with input as read(everything, "data://items/x") with data.mcp.catalog as catalog
-	authz.decision.reasons == [`resource "data://items/x" has a malformed policy row (the row is not an object)`] with input as read(everything, "data://items/x") with data.mcp.catalog as catalog
+	not mcpguard.allow with input as read(everything, "data://items/x") with data.mcp.catalog as catalog
+	mcpguard.decision.reasons == [`resource "data://items/x" has a malformed policy row (the row is not an object)`] with input as read(everything, "data://items/x") with data.mcp.catalog as catalog
 }
 
 test_resource_any_matching_template_allows if {
@@ -293,10 +294,10 @@ test_resource_any_matching_template_allows if {
 		"data://items/{id}": {"match": "data://items/*", "require_role": "data_reader"},
 		"data://{kind}/{id}": {"match": "data://*/*", "require_role": "admin"},
 	}}
-	authz.allow with input as read(user(["data_reader"]), "data://items/1") with data.mcp.catalog as catalog
-	authz.allow with input as read(user(["admin"]), "data://items/1") with data.mcp.catalog as catalog
-	not authz.allow with input as read(user(["data_reader"]), "data://orders/1") with data.mcp.catalog as catalog
-	authz.decision.reasons == [
+	mcpguard.allow with input as read(user(["data_reader"]), "data://items/1") with data.mcp.catalog as catalog
+	mcpguard.allow with input as read(user(["admin"]), "data://items/1") with data.mcp.catalog as catalog
+	not mcpguard.allow with input as read(user(["data_reader"]), "data://orders/1") with data.mcp.catalog as catalog
+	mcpguard.decision.reasons == [
 		`resource "data://items/1" (template "data://items/{id}") requires role "data_reader"`,
 		`resource "data://items/1" (template "data://{kind}/{id}") requires role "admin"`,
 	] with input as read(user([]), "data://items/1") with data.mcp.catalog as catalog
@@ -304,43 +305,43 @@ test_resource_any_matching_template_allows if {
 
 test_resource_double_star_crosses_segments if {
 	catalog := {"resource_templates": {"files://{+path}": {"match": "files://**", "require_role": "data_reader"}}}
-	authz.allow with input as read(user(["data_reader"]), "files://a/b/c.txt") with data.mcp.catalog as catalog
+	mcpguard.allow with input as read(user(["data_reader"]), "files://a/b/c.txt") with data.mcp.catalog as catalog
 }
 
 # resources/subscribe: only what the caller may read. unsubscribe: always.
 
 test_subscribe_follows_read if {
-	authz.allow with input as subscribe(user(["data_reader"]), "data://items/42")
-	not authz.allow with input as subscribe(user([]), "data://items/42")
-	authz.decision.reasons == [`resource "data://items/42" (template "data://items/{item_id}") requires role "data_reader"`] with input as subscribe(user([]), "data://items/42")
-	authz.allow with input as with_mcp(user([]), {"method": "resources/unsubscribe", "resource": {"uri": "data://items/42"}})
+	mcpguard.allow with input as subscribe(user(["data_reader"]), "data://items/42")
+	not mcpguard.allow with input as subscribe(user([]), "data://items/42")
+	mcpguard.decision.reasons == [`resource "data://items/42" (template "data://items/{item_id}") requires role "data_reader"`] with input as subscribe(user([]), "data://items/42")
+	mcpguard.allow with input as with_mcp(user([]), {"method": "resources/unsubscribe", "resource": {"uri": "data://items/42"}})
 }
 
 test_subscribe_without_uri_denied if {
 	req := method(everything, "resources/subscribe")
-	not authz.allow with input as req
-	authz.decision.reasons == ["resources/subscribe request names no resource URI"] with input as req
+	not mcpguard.allow with input as req
+	mcpguard.decision.reasons == ["resources/subscribe request names no resource URI"] with input as req
 }
 
 # prompts/get.
 
 test_prompt if {
-	authz.allow with input as prompt(user([]), "summarize_access")
-	authz.allow with input as prompt(app([]), "summarize_access")
-	not authz.allow with input as prompt(everything, "leak_secrets")
-	authz.decision.reasons == [`prompt "leak_secrets" is not in the policy catalog`] with input as prompt(everything, "leak_secrets")
+	mcpguard.allow with input as prompt(user([]), "summarize_access")
+	mcpguard.allow with input as prompt(app([]), "summarize_access")
+	not mcpguard.allow with input as prompt(everything, "leak_secrets")
+	mcpguard.decision.reasons == [`prompt "leak_secrets" is not in the policy catalog`] with input as prompt(everything, "leak_secrets")
 }
 
 test_prompt_role if {
 	catalog := {"prompts": {"p": {"require_role": "a"}}}
-	authz.allow with input as prompt(user(["a"]), "p") with data.mcp.catalog as catalog
-	authz.decision.reasons == [`prompt "p" requires role "a"`] with input as prompt(user([]), "p") with data.mcp.catalog as catalog
+	mcpguard.allow with input as prompt(user(["a"]), "p") with data.mcp.catalog as catalog
+	mcpguard.decision.reasons == [`prompt "p" requires role "a"`] with input as prompt(user([]), "p") with data.mcp.catalog as catalog
 }
 
 test_prompt_without_name_denied if {
 	req := with_mcp(everything, {"method": "prompts/get", "prompt": {}})
-	not authz.allow with input as req
-	authz.decision.reasons == ["prompts/get request names no prompt"] with input as req
+	not mcpguard.allow with input as req
+	mcpguard.decision.reasons == ["prompts/get request names no prompt"] with input as req
 }
 
 # Rows in the catalog: scopes, apps, malformed rows, an empty catalog.
@@ -350,11 +351,11 @@ test_row_with_scopes_and_deny_apps if {
 		"t_scoped": {"require_role": "a", "require_scopes": ["write"]},
 		"t_users": {"allow_authenticated": true, "deny_apps": true},
 	}}
-	authz.allow with input as call(user(["a"]), "t_scoped") with data.mcp.catalog as catalog
-	not authz.allow with input as call(app(["a"]), "t_scoped") with data.mcp.catalog as catalog
-	authz.allow with input as call(user([]), "t_users") with data.mcp.catalog as catalog
-	not authz.allow with input as call(app([]), "t_users") with data.mcp.catalog as catalog
-	authz.decision.reasons == [`tool "t_users" does not admit app-only callers`] with input as call(app([]), "t_users") with data.mcp.catalog as catalog
+	mcpguard.allow with input as call(user(["a"]), "t_scoped") with data.mcp.catalog as catalog
+	not mcpguard.allow with input as call(app(["a"]), "t_scoped") with data.mcp.catalog as catalog
+	mcpguard.allow with input as call(user([]), "t_users") with data.mcp.catalog as catalog
+	not mcpguard.allow with input as call(app([]), "t_users") with data.mcp.catalog as catalog
+	mcpguard.decision.reasons == [`tool "t_users" does not admit app-only callers`] with input as call(app([]), "t_users") with data.mcp.catalog as catalog
 }
 
 test_malformed_rows_deny if {
@@ -366,10 +367,10 @@ test_malformed_rows_deny if {
 		"null_row": null,
 	}}
 	every tool in ["two_kinds", "typo", "empty", "not_object", "null_row"] {
-		not authz.allow with input as call(everything, tool) with data.mcp.catalog as catalog
-		count(authz.decision.reasons) > 0 with input as call(everything, tool) with data.mcp.catalog as catalog
+		not mcpguard.allow with input as call(everything, tool) with data.mcp.catalog as catalog
+		count(mcpguard.decision.reasons) > 0 with input as call(everything, tool) with data.mcp.catalog as catalog
 	}
-	authz.decision.reasons == [`tool "typo" has a malformed policy row (unknown keys ["require_scope"])`] with input as call(everything, "typo") with data.mcp.catalog as catalog
+	mcpguard.decision.reasons == [`tool "typo" has a malformed policy row (unknown keys ["require_scope"])`] with input as call(everything, "typo") with data.mcp.catalog as catalog
 }
 
 # The engine fails an evaluation on any builtin error (a type error denies),
@@ -387,9 +388,9 @@ test_malformed_row_leaves_others_deciding if {
 		"prompts": {"p": []},
 	}
 	candidates := {"tools": [{"name": "good"}, {"name": "bool_row"}, {"name": "null_row"}, {"name": "number_row"}]}
-	authz.visible == {"good"} with input as with_mcp(user([]), {"method": "tools/list", "candidates": candidates}) with data.mcp.catalog as catalog
-	authz.allow with input as read(user([]), "data://items/1") with data.mcp.catalog as catalog
-	authz.decision.reasons == [`resource "data://other" is not in the policy catalog`] with input as read(user([]), "data://other") with data.mcp.catalog as catalog
+	mcpguard.visible == {"good"} with input as with_mcp(user([]), {"method": "tools/list", "candidates": candidates}) with data.mcp.catalog as catalog
+	mcpguard.allow with input as read(user([]), "data://items/1") with data.mcp.catalog as catalog
+	mcpguard.decision.reasons == [`resource "data://other" is not in the policy catalog`] with input as read(user([]), "data://other") with data.mcp.catalog as catalog
 	authz.catalog_errors == {
 		`catalog.tools["bool_row"]: the row is not an object`,
 		`catalog.tools["null_row"]: the row is not an object`,
@@ -403,27 +404,27 @@ test_malformed_row_leaves_others_deciding if {
 }
 
 test_empty_catalog_denies if {
-	not authz.allow with input as call(everything, "get_current_user") with data.mcp.catalog as {}
-	not authz.allow with input as read(everything, "data://server-info") with data.mcp.catalog as {}
-	not authz.allow with input as prompt(everything, "summarize_access") with data.mcp.catalog as {}
-	authz.decision.reasons == [`tool "get_current_user" is not in the policy catalog`] with input as call(everything, "get_current_user") with data.mcp.catalog as {}
-	authz.decision.reasons == [`resource "data://server-info" is not in the policy catalog`] with input as read(everything, "data://server-info") with data.mcp.catalog as {}
+	not mcpguard.allow with input as call(everything, "get_current_user") with data.mcp.catalog as {}
+	not mcpguard.allow with input as read(everything, "data://server-info") with data.mcp.catalog as {}
+	not mcpguard.allow with input as prompt(everything, "summarize_access") with data.mcp.catalog as {}
+	mcpguard.decision.reasons == [`tool "get_current_user" is not in the policy catalog`] with input as call(everything, "get_current_user") with data.mcp.catalog as {}
+	mcpguard.decision.reasons == [`resource "data://server-info" is not in the policy catalog`] with input as read(everything, "data://server-info") with data.mcp.catalog as {}
 }
 
 # Vetoes override the catalog.
 
 test_veto_denies_an_allowed_call if {
 	req := call(everything, "read_critical_data")
-	authz.allow with input as req
-	not authz.allow with input as req with authz.deny as {"no reading today"}
-	authz.decision.reasons == ["no reading today"] with input as req with authz.deny as {"no reading today"}
-	not authz.allow with input as method(everything, "ping") with authz.deny as {"x"}
+	mcpguard.allow with input as req
+	not mcpguard.allow with input as req with authz.deny as {"no reading today"}
+	mcpguard.decision.reasons == ["no reading today"] with input as req with authz.deny as {"no reading today"}
+	not mcpguard.allow with input as method(everything, "ping") with authz.deny as {"x"}
 }
 
 # Reasons: sorted, empty on allow, never empty on deny, built per missing piece.
 
 test_reasons_for_approve_budget if {
-	authz.decision == {
+	mcpguard.decision == {
 		"allow": false,
 		"reasons": [`tool "approve_budget" requires all of roles ["executive","finance"]`],
 		"obligations": [],
@@ -431,18 +432,18 @@ test_reasons_for_approve_budget if {
 }
 
 test_reasons_empty_on_allow if {
-	authz.decision == {"allow": true, "reasons": [], "obligations": []} with input as call(user(["finance", "executive"]), "approve_budget")
+	mcpguard.decision == {"allow": true, "reasons": [], "obligations": []} with input as call(user(["finance", "executive"]), "approve_budget")
 }
 
 test_reasons_sorted if {
 	catalog := {"tools": {"t": {"require_role": "z", "require_scopes": ["write"]}}}
-	reasons := authz.decision.reasons with input as call(app([]), "t") with data.mcp.catalog as catalog
+	reasons := mcpguard.decision.reasons with input as call(app([]), "t") with data.mcp.catalog as catalog
 	reasons == [`tool "t" requires role "z"`, `tool "t" requires scopes ["write"] on a delegated user token`]
 	reasons == sort(reasons)
 }
 
 test_reasons_fallback if {
-	authz.decision.reasons == ["request denied by policy"] with input as call(everything, "x") with authz.denial_reasons as set()
+	mcpguard.decision.reasons == ["request denied by policy"] with input as call(everything, "x") with authz.denial_reasons as set()
 }
 
 # decision.allow always equals allow; reasons are empty exactly on allow.
@@ -454,17 +455,17 @@ test_decision_agrees_with_allow if {
 }
 
 decision_consistent if {
-	authz.allow
-	authz.decision.allow == true
-	authz.decision.reasons == []
-	authz.decision.obligations == []
+	mcpguard.allow
+	mcpguard.decision.allow == true
+	mcpguard.decision.reasons == []
+	mcpguard.decision.obligations == []
 }
 
 decision_consistent if {
-	not authz.allow
-	authz.decision.allow == false
-	count(authz.decision.reasons) > 0
-	authz.decision.obligations == []
+	not mcpguard.allow
+	mcpguard.decision.allow == false
+	count(mcpguard.decision.reasons) > 0
+	mcpguard.decision.obligations == []
 }
 
 sample_callers := [
@@ -489,9 +490,9 @@ sample_requests := [req |
 
 test_sample_requests_cover_both_outcomes if {
 	some req in sample_requests
-	authz.allow with input as req
+	mcpguard.allow with input as req
 	some other in sample_requests
-	not authz.allow with input as other
+	not mcpguard.allow with input as other
 }
 
 # visible: the same rules as the calls, for each list method.
@@ -513,37 +514,37 @@ all_candidates := {
 list(who, m) := with_mcp(who, {"method": m, "candidates": all_candidates})
 
 test_visible_tools if {
-	authz.visible == {"get_current_user", "read_critical_data"} with input as list(user(["data_reader"]), "tools/list")
-	authz.visible == {"get_current_user", "approve_budget"} with input as list(app(["finance", "executive"]), "tools/list")
-	authz.visible == {"get_current_user", "read_critical_data", "approve_budget", "admin_operation", "write_api_data"} with input as list(everything, "tools/list")
+	mcpguard.visible == {"get_current_user", "read_critical_data"} with input as list(user(["data_reader"]), "tools/list")
+	mcpguard.visible == {"get_current_user", "approve_budget"} with input as list(app(["finance", "executive"]), "tools/list")
+	mcpguard.visible == {"get_current_user", "read_critical_data", "approve_budget", "admin_operation", "write_api_data"} with input as list(everything, "tools/list")
 }
 
 test_visible_resources if {
-	authz.visible == {"data://server-info"} with input as list(user([]), "resources/list")
-	authz.visible == {"data://server-info", "data://items/1"} with input as list(user(["data_reader"]), "resources/list")
+	mcpguard.visible == {"data://server-info"} with input as list(user([]), "resources/list")
+	mcpguard.visible == {"data://server-info", "data://items/1"} with input as list(user(["data_reader"]), "resources/list")
 }
 
 test_visible_resource_templates if {
-	authz.visible == set() with input as list(user([]), "resources/templates/list")
-	authz.visible == {"data://items/{item_id}"} with input as list(app(["data_reader"]), "resources/templates/list")
+	mcpguard.visible == set() with input as list(user([]), "resources/templates/list")
+	mcpguard.visible == {"data://items/{item_id}"} with input as list(app(["data_reader"]), "resources/templates/list")
 }
 
 test_visible_prompts if {
-	authz.visible == {"summarize_access"} with input as list(user([]), "prompts/list")
+	mcpguard.visible == {"summarize_access"} with input as list(user([]), "prompts/list")
 }
 
 test_visible_empty_for_anonymous if {
 	every m in ["tools/list", "resources/list", "resources/templates/list", "prompts/list"] {
-		authz.visible == set() with input as list(anonymous, m)
+		mcpguard.visible == set() with input as list(anonymous, m)
 	}
 }
 
 test_visible_empty_for_other_methods if {
-	authz.visible == set() with input as object.union(call(everything, "get_current_user"), {"mcp": {"candidates": all_candidates}})
+	mcpguard.visible == set() with input as object.union(call(everything, "get_current_user"), {"mcp": {"candidates": all_candidates}})
 }
 
 test_visible_empty_when_vetoed if {
-	authz.visible == set() with input as list(everything, "tools/list") with authz.deny as {"x"}
+	mcpguard.visible == set() with input as list(everything, "tools/list") with authz.deny as {"x"}
 }
 
 test_visible_matches_calls if {
@@ -556,13 +557,13 @@ test_visible_matches_calls if {
 
 # A tool is listed exactly when calling it would be allowed.
 visible_iff_allowed(name) if {
-	name in authz.visible
-	authz.allow with input as call_of(name)
+	name in mcpguard.visible
+	mcpguard.allow with input as call_of(name)
 }
 
 visible_iff_allowed(name) if {
-	not name in authz.visible
-	not authz.allow with input as call_of(name)
+	not name in mcpguard.visible
+	not mcpguard.allow with input as call_of(name)
 }
 
 call_of(name) := object.union(object.remove(input, ["mcp"]), {"mcp": {"method": "tools/call", "tool": {"name": name}}})
@@ -592,6 +593,6 @@ test_catalog_errors if {
 test_complete_template_whose_glob_misses_its_own_text if {
 	catalog := {"resource_templates": {"db://{table}": {"match": "db://t_*", "require_role": "dba"}}}
 	ref := {"type": "ref/resource", "uri": "db://{table}"}
-	authz.allow with input as complete(user(["dba"]), ref) with data.mcp.catalog as catalog
-	not authz.allow with input as complete(user([]), ref) with data.mcp.catalog as catalog
+	mcpguard.allow with input as complete(user(["dba"]), ref) with data.mcp.catalog as catalog
+	not mcpguard.allow with input as complete(user([]), ref) with data.mcp.catalog as catalog
 }

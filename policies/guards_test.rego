@@ -1,6 +1,7 @@
 package mcp.authz_test
 
 import data.mcp.authz
+import data.mcpguard
 
 # The fixed guards of every allow body (input version 1, an authenticated
 # caller, no veto) hold whatever the permission rules say. A team extends
@@ -21,9 +22,9 @@ guarded_requests := [
 	complete(user([]), {"type": "ref/resource", "uri": "nope://x"}),
 ]
 
-# authz.allow with every permission rule allowing.
+# mcpguard.allow with every permission rule allowing.
 allowed_whatever_the_permissions(req) if {
-	authz.allow with input as req
+	mcpguard.allow with input as req
 		with authz.tool_allowed as true
 		with authz.resource_allowed as true
 		with authz.prompt_allowed as true
@@ -35,7 +36,7 @@ allowed_whatever_the_permissions(req) if {
 test_guarded_requests_allowed_when_permissions_allow if {
 	every req in guarded_requests {
 		allowed_whatever_the_permissions(req)
-		not authz.allow with input as req
+		not mcpguard.allow with input as req
 	}
 }
 
@@ -77,20 +78,20 @@ allowed_requests := [
 
 test_allowed_requests_refused_by_version_and_veto if {
 	every req in allowed_requests {
-		authz.allow with input as req
-		not authz.allow with input as object.union(req, {"version": 2})
-		authz.decision.reasons == ["input document version 2 is not supported (these policies read version 1)"] with input as object.union(req, {"version": 2})
-		not authz.allow with input as req with authz.deny as {"no access today"}
-		authz.decision.reasons == ["no access today"] with input as req with authz.deny as {"no access today"}
+		mcpguard.allow with input as req
+		not mcpguard.allow with input as object.union(req, {"version": 2})
+		mcpguard.decision.reasons == ["input document version 2 is not supported (these policies read version 1)"] with input as object.union(req, {"version": 2})
+		not mcpguard.allow with input as req with authz.deny as {"no access today"}
+		mcpguard.decision.reasons == ["no access today"] with input as req with authz.deny as {"no access today"}
 	}
 }
 
 # A refused list request shows nothing, whatever the caller could see.
 test_visible_empty_when_list_refused if {
 	every m in ["tools/list", "resources/list", "resources/templates/list", "prompts/list"] {
-		count(authz.visible) > 0 with input as list(everything, m)
-		authz.visible == set() with input as object.union(list(everything, m), {"version": 2})
-		authz.visible == set() with input as list(everything, m) with authz.deny as {"x"}
-		authz.visible == set() with input as object.union(list(everything, m), {"identity": {"kind": "anonymous"}})
+		count(mcpguard.visible) > 0 with input as list(everything, m)
+		mcpguard.visible == set() with input as object.union(list(everything, m), {"version": 2})
+		mcpguard.visible == set() with input as list(everything, m) with authz.deny as {"x"}
+		mcpguard.visible == set() with input as object.union(list(everything, m), {"identity": {"kind": "anonymous"}})
 	}
 }

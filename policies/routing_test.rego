@@ -1,6 +1,7 @@
 package mcp.authz_test
 
 import data.mcp.authz
+import data.mcpguard
 
 # Each allow body, reason and list rule reads only the part of the input its
 # method names. The server fills in only that part, but the policy must not
@@ -20,7 +21,7 @@ test_other_methods_fields_allow_nothing if {
 	every m in ["sampling/createMessage", "tools/call", "resources/read", "resources/subscribe", "prompts/get", "subscriptions/listen", "completion/complete"] {
 		# Each method's own target, made one the catalog refuses.
 		req := with_mcp(user([]), object.union(allowed_stowaways, object.union({"method": m}, own_target_refused[m])))
-		not authz.allow with input as req
+		not mcpguard.allow with input as req
 	}
 }
 
@@ -46,28 +47,28 @@ refused_stowaways := {
 
 test_reasons_speak_of_the_methods_own_target if {
 	req := with_mcp(user([]), object.union(refused_stowaways, {"method": "tools/call", "tool": {"name": "drop_database"}}))
-	authz.decision.reasons == [`tool "drop_database" is not in the policy catalog`] with input as req
+	mcpguard.decision.reasons == [`tool "drop_database" is not in the policy catalog`] with input as req
 	other := with_mcp(user([]), object.union(refused_stowaways, {"method": "sampling/createMessage"}))
-	authz.decision.reasons == [`method "sampling/createMessage" is not allowed`] with input as other
+	mcpguard.decision.reasons == [`method "sampling/createMessage" is not allowed`] with input as other
 
 	# A completion ref to a resource, by URI and by template.
 	every uri in ["data://items/1", "data://items/{item_id}"] {
 		stowaway := {"mcp": {"completion": {"ref": {"type": "ref/resource", "uri": uri}}}}
-		authz.decision.reasons == [`tool "drop_database" is not in the policy catalog`] with input as object.union(req, stowaway)
+		mcpguard.decision.reasons == [`tool "drop_database" is not in the policy catalog`] with input as object.union(req, stowaway)
 	}
 }
 
 # completion/complete: the ref's type says which of its fields is decided.
 test_complete_decides_by_ref_type if {
 	# A refused target of the named type, an allowed one of the other.
-	not authz.allow with input as complete(user([]), {"type": "ref/resource", "uri": "nope://x", "name": "summarize_access"})
-	not authz.allow with input as complete(user(["data_reader"]), {"type": "ref/prompt", "name": "hidden", "uri": "data://server-info"})
-	not authz.allow with input as complete(user(["data_reader"]), {"type": "ref/prompt", "name": "hidden", "uri": "data://items/{item_id}"})
-	not authz.allow with input as complete(everything, {"type": "ref/tool", "name": "summarize_access", "uri": "data://server-info"})
+	not mcpguard.allow with input as complete(user([]), {"type": "ref/resource", "uri": "nope://x", "name": "summarize_access"})
+	not mcpguard.allow with input as complete(user(["data_reader"]), {"type": "ref/prompt", "name": "hidden", "uri": "data://server-info"})
+	not mcpguard.allow with input as complete(user(["data_reader"]), {"type": "ref/prompt", "name": "hidden", "uri": "data://items/{item_id}"})
+	not mcpguard.allow with input as complete(everything, {"type": "ref/tool", "name": "summarize_access", "uri": "data://server-info"})
 
-	authz.decision.reasons == [`resource "nope://x" is not in the policy catalog`] with input as complete(user([]), {"type": "ref/resource", "uri": "nope://x", "name": "hidden"})
-	authz.decision.reasons == [`prompt "hidden" is not in the policy catalog`] with input as complete(user([]), {"type": "ref/prompt", "name": "hidden", "uri": "data://items/1"})
-	authz.decision.reasons == [`prompt "hidden" is not in the policy catalog`] with input as complete(user([]), {"type": "ref/prompt", "name": "hidden", "uri": "data://items/{item_id}"})
+	mcpguard.decision.reasons == [`resource "nope://x" is not in the policy catalog`] with input as complete(user([]), {"type": "ref/resource", "uri": "nope://x", "name": "hidden"})
+	mcpguard.decision.reasons == [`prompt "hidden" is not in the policy catalog`] with input as complete(user([]), {"type": "ref/prompt", "name": "hidden", "uri": "data://items/1"})
+	mcpguard.decision.reasons == [`prompt "hidden" is not in the policy catalog`] with input as complete(user([]), {"type": "ref/prompt", "name": "hidden", "uri": "data://items/{item_id}"})
 }
 
 # subscriptions/listen: resource_uris must be a list. An object's values are
@@ -75,8 +76,8 @@ test_complete_decides_by_ref_type if {
 test_listen_resource_uris_must_be_a_list if {
 	every uris in [{"a": "data://server-info"}, "data://server-info", {"data://server-info"}] {
 		req := with_mcp(everything, {"method": "subscriptions/listen", "subscriptions": {"resource_uris": uris}})
-		not authz.allow with input as req
-		authz.decision.reasons == ["subscriptions/listen request does not list its resource subscriptions"] with input as req
+		not mcpguard.allow with input as req
+		mcpguard.decision.reasons == ["subscriptions/listen request does not list its resource subscriptions"] with input as req
 	}
 }
 
@@ -91,12 +92,12 @@ two_templates := {"resource_templates": {
 
 test_listen_reasons_name_refused_uris_only if {
 	req := listen(user(["data_reader"]), ["data://items/1", "data://orders/1"])
-	not authz.allow with input as req with data.mcp.catalog as two_templates
-	authz.decision.reasons == [`resource "data://orders/1" (template "data://{kind}/{id}") requires role "admin"`] with input as req with data.mcp.catalog as two_templates
+	not mcpguard.allow with input as req with data.mcp.catalog as two_templates
+	mcpguard.decision.reasons == [`resource "data://orders/1" (template "data://{kind}/{id}") requires role "admin"`] with input as req with data.mcp.catalog as two_templates
 }
 
 test_resource_reasons_name_matching_templates_only if {
-	authz.decision.reasons == [`resource "data://orders/1" (template "data://{kind}/{id}") requires role "admin"`] with input as read(user([]), "data://orders/1") with data.mcp.catalog as two_templates
+	mcpguard.decision.reasons == [`resource "data://orders/1" (template "data://{kind}/{id}") requires role "admin"`] with input as read(user([]), "data://orders/1") with data.mcp.catalog as two_templates
 }
 
 # An unauthenticated caller is told that, and nothing about the catalog or
@@ -118,8 +119,8 @@ test_anonymous_told_only_that_it_is_not_authenticated if {
 		method(anonymous, "completion/complete"),
 		method(anonymous, "sampling/createMessage"),
 	] {
-		not authz.allow with input as req
-		authz.decision.reasons == ["caller is not authenticated"] with input as req
+		not mcpguard.allow with input as req
+		mcpguard.decision.reasons == ["caller is not authenticated"] with input as req
 	}
 }
 
@@ -127,8 +128,8 @@ test_anonymous_told_only_that_it_is_not_authenticated if {
 test_non_string_method_is_missing if {
 	every m in [5, true, null, ["tools/call"]] {
 		req := with_mcp(everything, {"method": m})
-		not authz.allow with input as req
-		authz.decision.reasons == ["request has no MCP method"] with input as req
+		not mcpguard.allow with input as req
+		mcpguard.decision.reasons == ["request has no MCP method"] with input as req
 	}
 }
 
@@ -136,7 +137,7 @@ test_non_string_method_is_missing if {
 # catalog row the caller satisfies.
 test_visible_tools_only_among_candidates if {
 	req := with_mcp(everything, {"method": "tools/list", "candidates": {"tools": [{"name": "get_current_user"}, {"name": "unlisted_tool"}]}})
-	authz.visible == {"get_current_user"} with input as req
+	mcpguard.visible == {"get_current_user"} with input as req
 }
 
 # Lint: the rows of an unknown section are not read as rows; the section

@@ -14,24 +14,16 @@ import (
 // budgetVeto allows approve_budget unless the amount is over 1000.
 const budgetVeto = `package mcp.authz
 
-default allow := false
-
-allow if {
-	input.mcp.method == "tools/call"
-	input.mcp.tool.name == "approve_budget"
-	count(deny) == 0
-}
+tool_allowed("approve_budget")
 
 deny contains "amount over 1000" if {
 	input.mcp.tool.name == "approve_budget"
 	input.mcp.tool.arguments.amount > 1000
 }
-
-decision := {"allow": allow, "reasons": [r | some r in deny]}
 `
 
 func budgetCall(args string) *policy.Input {
-	in := &policy.Input{}
+	in := &policy.Input{Identity: policy.MustFragment(map[string]any{"authenticated": true, "kind": "user"})}
 	in.MCP.Method = "tools/call"
 	in.MCP.Tool = &policy.Tool{Name: "approve_budget", Arguments: json.RawMessage(args)}
 	return in

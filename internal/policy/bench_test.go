@@ -92,7 +92,7 @@ func BenchmarkDecision(b *testing.B) {
 func BenchmarkVisible(b *testing.B) {
 	dir := scaledPolicy(b, 1000, 50)
 	checkScaled(b, dir, 1000, 100)
-	e, err := policy.New(context.Background(), dir)
+	e, err := policy.New(context.Background(), dir, policy.WithTimeout(10*time.Second))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,23 +1,23 @@
 // Package policy decides MCP requests with an embedded OPA engine. It loads
-// the Rego policies and data of one folder, prepares their queries once and
-// answers three questions on a given input document: may this request pass
-// (data.mcp.authz.allow), why not (data.mcp.authz.decision), and which list
-// items may this caller see (data.mcp.authz.visible). It knows no transport
-// and fetches nothing. Undefined results, errors and timeouts deny.
+// the Rego policies and data of one folder with its own decision module
+// (policies/mcpguard.rego, built in), prepares their queries once and answers
+// three questions on a given input document: may this request pass
+// (data.mcpguard.allow), why not (data.mcpguard.decision), and which list
+// items may this caller see (data.mcpguard.visible). The decision module
+// composes fixed guards with the folder's permissions (package mcp.authz).
+// It knows no transport and fetches nothing. Undefined results, errors and
+// timeouts deny.
 package policy
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/loader"
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
@@ -28,9 +28,9 @@ import (
 
 // The rules the engine evaluates.
 const (
-	AllowQuery    = "data.mcp.authz.allow"
-	DecisionQuery = "data.mcp.authz.decision"
-	VisibleQuery  = "data.mcp.authz.visible"
+	AllowQuery    = "data.mcpguard.allow"
+	DecisionQuery = "data.mcpguard.decision"
+	VisibleQuery  = "data.mcpguard.visible"
 )
 
 // Decision is the answer to one request.
@@ -98,11 +98,6 @@ func (e *Engine) Reload(ctx context.Context) error {
 	return nil
 }
 
-// skipTests keeps *_test.rego out of the served policy.
-func skipTests(_ string, info fs.FileInfo, _ int) bool {
-	return !info.IsDir() && strings.HasSuffix(info.Name(), "_test.rego")
-}
-
 // compileTimeout bounds loading: partial evaluation at load runs whatever
 // of the policy does not depend on input.
 const compileTimeout = 60 * time.Second
@@ -110,21 +105,24 @@ const compileTimeout = 60 * time.Second
 func compile(ctx context.Context, dir string) (*compiled, error) {
 	ctx, cancel := context.WithTimeout(ctx, compileTimeout)
 	defer cancel()
-	res, err := loader.NewFileLoader().WithRegoVersion(ast.RegoV1).Filtered([]string{dir}, skipTests)
+	loaded, err := Load(dir, false)
 	if err != nil {
-		return nil, fmt.Errorf("policy %s: %w", dir, err)
+		return nil, err
 	}
-	modules := res.ParsedModules()
-	if len(modules) == 0 {
-		return nil, fmt.Errorf("policy %s: no .rego files", dir)
+	if _, err := loaded.Compile(); err != nil {
+		return nil, err
 	}
-	compiler := ast.NewCompiler().WithStrict(true)
-	compiler.Compile(modules)
+	// The strict compile above is the check. Evaluation gets a compiler of
+	// its own, not strict: preparing a partially evaluated query compiles
+	// every module again, already rewritten, and strict mode would then
+	// take a function's wildcard argument (tool_allowed(_)) for an unused one.
+	compiler := ast.NewCompiler()
+	compiler.Compile(loaded.Modules)
 	if compiler.Failed() {
 		return nil, fmt.Errorf("policy %s does not compile: %w", dir, compiler.Errors)
 	}
 	// AST values on read: data lookups during evaluation need no conversion.
-	store := inmem.NewFromObjectWithOpts(res.Documents, inmem.OptReturnASTValuesOnRead(true))
+	store := inmem.NewFromObjectWithOpts(loaded.Documents, inmem.OptReturnASTValuesOnRead(true))
 	txn, err := store.NewTransaction(ctx)
 	if err != nil {
 		return nil, err
@@ -156,9 +154,6 @@ func compile(ctx context.Context, dir string) (*compiled, error) {
 			return nil, fmt.Errorf("policy %s: preparing %s: %w", dir, q.query, err)
 		}
 		*q.into = pq
-	}
-	if compiler.RuleTree.Find(ast.MustParseRef(AllowQuery)) == nil {
-		return nil, fmt.Errorf("policy %s: no rule %s: every request would be denied", dir, AllowQuery)
 	}
 	return c, nil
 }

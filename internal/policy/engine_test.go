@@ -129,14 +129,23 @@ func TestFailClosed(t *testing.T) {
 	ctx := context.Background()
 	in := call("read_critical_data", "data_reader")
 	cases := map[string]string{
-		"undefined":     "package mcp.authz\n\nallow if input.nothing == 1\n",
-		"not boolean":   "package mcp.authz\n\nallow := \"yes\"\n",
-		"runtime error": "package mcp.authz\n\nallow if {\n  x := 1 / (count(input.mcp.method) - count(input.mcp.method))\n  x > 0\n}\n",
-		"disagreement":  "package mcp.authz\n\nallow := false\n\ndecision := {\"allow\": true, \"reasons\": []}\n",
+		"undefined":     "package mcp.authz\n\ntool_allowed(_) if input.nothing == 1\n",
+		"not boolean":   "package mcp.authz\n\ntool_allowed(_) := \"yes\"\n",
+		"runtime error": "package mcp.authz\n\ntool_allowed(_) if {\n  x := 1 / (count(input.mcp.method) - count(input.mcp.method))\n  x > 0\n}\n",
+		// The folder's own decision is not the server's: the decision
+		// module's is.
+		"own decision": "package mcp.authz\n\ndecision := {\"allow\": true, \"reasons\": []}\n",
 	}
 	for name, src := range cases {
 		t.Run(name, func(t *testing.T) {
 			e, err := policy.New(ctx, writePolicy(t, map[string]string{"authz.rego": src}))
+			if name == "not boolean" {
+				// A type error: refused at load, so nothing passes.
+				if err == nil || !strings.Contains(err.Error(), "rego_type_error") {
+					t.Fatalf("want a refusal at load, got %v", err)
+				}
+				return
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -149,7 +158,7 @@ func TestFailClosed(t *testing.T) {
 }
 
 func TestTimeoutDenies(t *testing.T) {
-	src := "package mcp.authz\n\nallow if {\n  count([x | some x in numbers.range(1, 50000000 + count(input.mcp.method)); x % 7 == 0]) > 0\n}\n"
+	src := "package mcp.authz\n\ntool_allowed(_) if {\n  count([x | some x in numbers.range(1, 50000000 + count(input.mcp.method)); x % 7 == 0]) > 0\n}\n"
 	e, err := policy.New(context.Background(), writePolicy(t, map[string]string{"authz.rego": src}), policy.WithTimeout(20*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
@@ -164,7 +173,7 @@ func TestTimeoutDenies(t *testing.T) {
 }
 
 func TestReloadKeepsPolicyOnError(t *testing.T) {
-	dir := writePolicy(t, map[string]string{"authz.rego": "package mcp.authz\n\nallow := true\n"})
+	dir := writePolicy(t, map[string]string{"authz.rego": "package mcp.authz\n\ntool_allowed(_) := true\n"})
 	e, err := policy.New(context.Background(), dir)
 	if err != nil {
 		t.Fatal(err)

@@ -17,14 +17,9 @@ import (
 // undefined, does not fire, and the call is allowed.
 const vetoPolicy = `package mcp.authz
 
-default allow := false
+tool_allowed(_) := true
 
-allow if {
-	input.mcp.method == "tools/call"
-	count(deny) == 0
-}
-
-# iat reaches this policy as an RFC 3339 string: arithmetic on it errs.
+# iat as an RFC 3339 string: arithmetic on it errs.
 deny contains "token older than an hour" if {
 	time.now_ns() / 1e9 - input.identity.claims.iat > 3600
 }
@@ -32,8 +27,6 @@ deny contains "token older than an hour" if {
 deny contains "ratio too high" if {
 	100 / input.mcp.tool.arguments.n > 10
 }
-
-decision := {"allow": allow, "reasons": [r | some r in deny]}
 `
 
 func strictInput(iat any, n int) *policy.Input {
@@ -79,20 +72,12 @@ func TestBuiltinErrorFailsEveryQuery(t *testing.T) {
 	ctx := context.Background()
 	src := `package mcp.authz
 
-default allow := false
+allow if input.mcp.method == "tools/list"
 
 # Errs for a tool named with one letter; denies without error for two.
-allow if {
-	input.mcp.method == "tools/call"
-	10 / (count(input.mcp.tool.name) - 1) > 100
-}
+tool_allowed(name) if 10 / (count(name) - 1) > 100
 
-decision := {"allow": false, "reasons": [sprintf("%v", [1 / input.mcp.tool.arguments.n])]}
-
-visible contains c.name if {
-	some c in input.mcp.candidates.tools
-	10 / count(input.authorization.roles) > 1
-}
+denial_reasons contains sprintf("%v", [1 / input.mcp.tool.arguments.n])
 
 catalog_errors contains sprintf("%v", [1 / count(data.mcp.catalog.resources)])
 `
@@ -106,7 +91,8 @@ catalog_errors contains sprintf("%v", [1 / count(data.mcp.catalog.resources)])
 	if d, err := e.Decide(ctx, in); d.Allow || err == nil || d.Reasons[0] != "policy evaluation failed" {
 		t.Errorf("decision: want an error: %+v %v", d, err)
 	}
-	list := &policy.Input{Authorization: policy.MustFragment(map[string]any{"roles": []string{}})}
+	signedIn := policy.MustFragment(map[string]any{"authenticated": true, "kind": "user"})
+	list := &policy.Input{Identity: signedIn, Authorization: policy.MustFragment(map[string]any{"roles": []string{}})}
 	list.MCP.Method = "tools/list"
 	list.MCP.Candidates = &policy.Candidates{Tools: []policy.Candidate{{Name: "t"}}}
 	if v, err := e.Visible(ctx, list); err == nil || len(v) != 0 {
@@ -115,7 +101,7 @@ catalog_errors contains sprintf("%v", [1 / count(data.mcp.catalog.resources)])
 	if bad, err := e.CatalogErrors(ctx); err == nil {
 		t.Errorf("catalog_errors: want an error: %v", bad)
 	}
-	call := &policy.Input{}
+	call := &policy.Input{Identity: signedIn}
 	call.MCP.Method = "tools/call"
 	call.MCP.Tool = &policy.Tool{Name: "a"}
 	if d, err := e.Decide(ctx, call); d.Allow || err == nil {

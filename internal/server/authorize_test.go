@@ -32,10 +32,14 @@ import (
 // directly, with a policy written for them: what they pin down is what the
 // middleware builds and enforces, not what the shipped policy decides.
 
-// echoPolicy allows what is named "open" and every list (except to the
-// caller "no-lists"), shows the list items not named "hidden…", and gives,
-// as the one reason of each denial, the input document it was given.
+// echoPolicy allows every list (except to the caller "no-lists") and the
+// tools, resources and prompts not named "hidden…" nor in the closed set, so
+// lists show exactly those; and gives, as the one reason of each denial, the
+// input document it was given.
 const echoPolicy = `package mcp.authz
+
+# The in-memory session of TestAuthorizeDescribesTheSession has no token.
+allow_unauthenticated := true
 
 lists := {"tools/list", "resources/list", "resources/templates/list", "prompts/list"}
 
@@ -46,46 +50,35 @@ allow if {
 	input.identity.object_id != "no-lists"
 }
 
-allow if input.mcp.tool.name == "open"
-
-allow if input.mcp.resource.uri == "data://open"
-
-allow if input.mcp.prompt.name == "open"
-
 # Reached through a real MCP session: the session's client is described.
 allow if {
 	input.mcp.method in {"initialize", "notifications/initialized"}
 	input.mcp.client.name == "unit-client"
 }
 
-allow if {
-	input.mcp.tool.name == "session"
+closed := {"closed", "data://closed", "data://b", "data://r1", "data://r2", "p1", "p2", "data://items/{item_id}", "session"}
+
+open(name) if {
+	not startswith(name, "hidden")
+	not startswith(name, "data://hidden")
+	not name in closed
+}
+
+tool_allowed(name) if open(name)
+
+tool_allowed("session") if {
 	input.mcp.client.name == "unit-client"
 	input.mcp.client.version == "7.0"
 	input.mcp.protocol_version != ""
 }
 
-decision := {"allow": false, "reasons": [json.marshal(input)]}
+resource_allowed(uri) if open(uri)
 
-visible contains c.name if {
-	some c in input.mcp.candidates.tools
-	not startswith(c.name, "hidden")
-}
+template_allowed(template) if open(template)
 
-visible contains c.uri if {
-	some c in input.mcp.candidates.resources
-	not startswith(c.uri, "data://hidden")
-}
+prompt_allowed(name) if open(name)
 
-visible contains c.uriTemplate if {
-	some c in input.mcp.candidates.resource_templates
-	not startswith(c.uriTemplate, "data://hidden")
-}
-
-visible contains c.name if {
-	some c in input.mcp.candidates.prompts
-	not startswith(c.name, "hidden")
-}
+denial_reasons contains json.marshal(input)
 `
 
 // fakeRoles is a role source that counts its calls.
@@ -244,8 +237,9 @@ func TestAuthorizeDescribesEachRequest(t *testing.T) {
 			ResourceSubscriptions: []string{"data://a", "data://b"}, ToolsListChanged: true, PromptsListChanged: true, ResourcesListChanged: true}}},
 			map[string]any{"mcp.subscriptions.resource_uris": []any{"data://a", "data://b"}, "mcp.subscriptions.tools_list_changed": true,
 				"mcp.subscriptions.prompts_list_changed": true, "mcp.subscriptions.resources_list_changed": true}},
-		{"subscriptions/listen", &mcp.SubscriptionsListenRequest{Extra: ex, Params: &mcp.SubscriptionsListenParams{}},
-			map[string]any{"mcp.subscriptions.resource_uris": []any{}, "mcp.subscriptions.tools_list_changed": false}},
+		{"subscriptions/listen", &mcp.SubscriptionsListenRequest{Extra: ex, Params: &mcp.SubscriptionsListenParams{Notifications: &mcp.NotificationSubscriptions{
+			ResourceSubscriptions: []string{"data://closed"}}}},
+			map[string]any{"mcp.subscriptions.resource_uris": []any{"data://closed"}, "mcp.subscriptions.tools_list_changed": false}},
 		{"initialize", &mcp.ServerRequest[*mcp.InitializeParams]{Extra: ex, Params: &mcp.InitializeParams{
 			ProtocolVersion: "2025-06-18", ClientInfo: &mcp.Implementation{Name: "c1", Version: "1.2"}}},
 			map[string]any{"mcp.protocol_version": "2025-06-18", "mcp.client.name": "c1", "mcp.client.version": "1.2"}},
@@ -597,7 +591,7 @@ func TestVisibleCache(t *testing.T) {
 		}
 		// The policy changes: a cached answer does not.
 		dir := s.cfg.PolicyDir
-		if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(strings.Replace(echoPolicy, `not startswith(c.name, "hidden")`, `c.name != ""`, 1)), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(strings.Replace(echoPolicy, `not startswith(name, "hidden")`, `name != ""`, 1)), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.engine.Reload(context.Background()); err != nil {

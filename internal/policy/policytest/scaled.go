@@ -73,22 +73,23 @@ func Scaled(policiesDir, dir string, nTools, nRoles int) error {
 	return os.WriteFile(filepath.Join(dir, "data.json"), out, 0o600)
 }
 
-// AllowAll writes a policy that allows every request and shows every list
-// item: the baseline for measuring what the real policy costs.
+// AllowAll writes a policy that allows every request, anonymous callers
+// included, and so shows every list item: the baseline for measuring what
+// the real policy costs.
 func AllowAll(dir string) error {
 	return os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(`package mcp.authz
 
+allow_unauthenticated := true
+
 allow := true
 
-decision := {"allow": true, "reasons": [], "obligations": []}
+tool_allowed(_) := true
 
-visible contains c.name if some c in input.mcp.candidates.tools
+resource_allowed(_) := true
 
-visible contains c.name if some c in input.mcp.candidates.prompts
+prompt_allowed(_) := true
 
-visible contains c.uri if some c in input.mcp.candidates.resources
-
-visible contains c.uriTemplate if some c in input.mcp.candidates.resource_templates
+template_allowed(_) := true
 `), 0o600)
 }
 

@@ -1,0 +1,154 @@
+package policy
+
+import (
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/loader"
+
+	"github.com/mcpguard/mcpguard"
+)
+
+// Loaded is a policy folder as the server compiles it: its Rego modules
+// (Rego v1), the built-in decision module, and its data documents. The
+// server, `mcpguard policy test` and the lint all start from Load, so that
+// what passes the authoring loop is what the server runs.
+type Loaded struct {
+	Dir       string
+	Modules   map[string]*ast.Module
+	Documents map[string]any
+}
+
+// GuardPackage is the package of the built-in decision module.
+const GuardPackage = "mcpguard"
+
+// PermissionPackage is the package of the folder's own rules, which the
+// decision module asks.
+const PermissionPackage = "mcp.authz"
+
+// GuardFile is the file name of the decision module in a policy folder, and
+// the name the built-in copy is compiled under when the folder has none.
+const GuardFile = "mcpguard.rego"
+
+// Load reads the folder: every .rego file (the *_test.rego files only when
+// withTests) and every data.json / data.yaml, each under the path of its
+// folder; and adds the built-in decision module. A folder may carry the
+// decision module (policies/mcpguard.rego, so that stock `opa test` sees it)
+// only as built in: a changed copy, any other module of package mcpguard, or
+// data under data.mcpguard would change the guards, and is refused.
+func Load(dir string, withTests bool) (*Loaded, error) {
+	filter := skipTests
+	if withTests {
+		filter = nil
+	}
+	res, err := loader.NewFileLoader().WithRegoVersion(ast.RegoV1).Filtered([]string{dir}, filter)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", dir, err)
+	}
+	modules := map[string]*ast.Module{}
+	guard := ""
+	for name, f := range res.Modules {
+		if !ownsGuard(f.Parsed) {
+			modules[name] = f.Parsed
+			continue
+		}
+		if strings.HasSuffix(name, "_test.rego") {
+			return nil, fmt.Errorf("policy %s: %s: package %s is mcpguard's own; test it from another package", dir, name, f.Parsed.Package.Path)
+		}
+		if guard != "" || strings.ReplaceAll(string(f.Raw), "\r\n", "\n") != mcpguard.GuardModule {
+			return nil, fmt.Errorf("policy %s: %s: package %s is mcpguard's decision module and must be exactly the one built in (%s): put rules in package mcp.authz, or copy the file from this release", dir, name, f.Parsed.Package.Path, GuardFile)
+		}
+		guard = name
+		modules[name] = f.Parsed
+	}
+	if len(modules) == 0 || len(modules) == 1 && guard != "" {
+		return nil, fmt.Errorf("policy %s: no .rego files", dir)
+	}
+	if !hasPackage(modules, PermissionPackage) {
+		return nil, fmt.Errorf("policy %s: no rule is in package %s: every request would be denied", dir, PermissionPackage)
+	}
+	if _, ok := res.Documents[GuardPackage]; ok {
+		return nil, fmt.Errorf("policy %s: data under data.%s would change mcpguard's decision module; it is refused", dir, GuardPackage)
+	}
+	if guard == "" {
+		m, err := ast.ParseModuleWithOpts(GuardFile, mcpguard.GuardModule, ast.ParserOptions{RegoVersion: ast.RegoV1, ProcessAnnotation: true})
+		if err != nil {
+			return nil, fmt.Errorf("built-in %s: %w", GuardFile, err)
+		}
+		modules[filepath.Join(dir, GuardFile)+" (built in)"] = m
+	}
+	if err := addDefaults(dir, modules); err != nil {
+		return nil, err
+	}
+	return &Loaded{Dir: dir, Modules: modules, Documents: res.Documents}, nil
+}
+
+// guardCalls are the functions of the folder the decision module calls, with
+// the default each gets when the folder does not define it: nothing is
+// allowed through it. (A call to a function no module defines would not
+// compile.)
+var guardCalls = []struct{ pkg, rule, module string }{
+	{"mcp.authz", "tool_allowed", "default tool_allowed(_) := false"},
+	{"mcp.authz", "resource_allowed", "default resource_allowed(_) := false"},
+	{"mcp.authz", "prompt_allowed", "default prompt_allowed(_) := false"},
+	{"mcp.authz", "template_allowed", "default template_allowed(_) := false"},
+	{"mcp.lib", "satisfied", "default satisfied(_) := false"},
+}
+
+// addDefaults adds, for each function in guardCalls that no module of its
+// package defines, a module holding its default.
+func addDefaults(dir string, modules map[string]*ast.Module) error {
+	defined := map[string]bool{}
+	for _, m := range modules {
+		pkg := strings.TrimPrefix(m.Package.Path.String(), "data.")
+		for _, r := range m.Rules {
+			defined[pkg+"."+r.Head.Ref().String()] = true
+		}
+	}
+	for _, c := range guardCalls {
+		if defined[c.pkg+"."+c.rule] {
+			continue
+		}
+		name := filepath.Join(dir, c.pkg+"."+c.rule+".rego") + " (default)"
+		m, err := ast.ParseModuleWithOpts(name, "package "+c.pkg+"\n\n"+c.module+"\n", ast.ParserOptions{RegoVersion: ast.RegoV1})
+		if err != nil {
+			return fmt.Errorf("default %s.%s: %w", c.pkg, c.rule, err)
+		}
+		modules[name] = m
+	}
+	return nil
+}
+
+func hasPackage(modules map[string]*ast.Module, pkg string) bool {
+	for _, m := range modules {
+		if strings.TrimPrefix(m.Package.Path.String(), "data.") == pkg {
+			return true
+		}
+	}
+	return false
+}
+
+// ownsGuard reports whether m's package is mcpguard or below it.
+func ownsGuard(m *ast.Module) bool {
+	p := m.Package.Path
+	return len(p) >= 2 && p[1].Value.Compare(ast.String(GuardPackage)) == 0
+}
+
+// Compile compiles the modules strictly, as the server does. A policy that
+// does not compile is an error naming each file and line.
+func (l *Loaded) Compile() (*ast.Compiler, error) {
+	compiler := ast.NewCompiler().WithStrict(true)
+	compiler.Compile(l.Modules)
+	if compiler.Failed() {
+		return nil, fmt.Errorf("policy %s does not compile: %w", l.Dir, compiler.Errors)
+	}
+	return compiler, nil
+}
+
+// skipTests keeps *_test.rego out of the served policy.
+func skipTests(_ string, info fs.FileInfo, _ int) bool {
+	return !info.IsDir() && strings.HasSuffix(info.Name(), "_test.rego")
+}
