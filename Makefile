@@ -38,12 +38,15 @@ test-fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./internal/authn/
 	$(GO) test -run '^$$' -fuzz '^FuzzArguments$$' -fuzztime $(FUZZTIME) ./internal/policy/
 
-# The policy tests; coverage checked per policy file, test files left out
+# The policy tests, loaded and evaluated as the server does (strict compile,
+# strict builtin errors: mcpguard policy test), then on stock OPA as a team's
+# CI would run them; coverage checked per policy file, test files left out
 # (opa test's --threshold averages them in); the lint; then the mutation
 # check of the tests (docs/TESTING.md).
 POLICY_COVERAGE ?= 100
 test-policy:
-	$(GO) tool opa test policies/
+	$(GO) run ./cmd/mcpguard policy test --policy-dir policies
+	$(GO) tool opa test --fail-on-empty policies/
 	@mkdir -p bin
 	$(GO) tool opa test policies/ --coverage --format=json > bin/policy-coverage.json
 	$(GO) run ./test/coverage/rego -min $(POLICY_COVERAGE) -report bin/policy-coverage.json policies/

@@ -66,64 +66,67 @@ has_row(section, key) if {
 # See docs/POLICIES.md.
 
 # Why a request the guards admitted was refused: the permission it lacks.
-# (mcpguard.rego reports the guards' own refusals and the vetoes.)
+# (mcpguard.rego reports the guards' own refusals and the vetoes.) Each
+# reason is a record: id names the rule, message is what a caller may be
+# shown (with DENIAL_DETAIL), detail what the log keeps (the message when
+# left out). A veto in deny may be a record too, or a plain string.
 # (object.get, because `not is_string(x)` does not hold when x is absent.)
-denial_reasons contains "request has no MCP method" if {
+denial_reasons contains {"id": "request.shape", "message": "request has no MCP method"} if {
 	not is_string(object.get(input, ["mcp", "method"], null))
 }
 
 # Not a guarded method, and still refused: the method is not one the allow
 # rules name.
-denial_reasons contains sprintf("method %q is not allowed", [input.mcp.method]) if {
+denial_reasons contains {"id": "method", "message": sprintf("method %q is not allowed", [input.mcp.method])} if {
 	not allow
 	is_string(input.mcp.method)
 	not input.mcp.method in mcpguard.targeted_methods
 }
 
-denial_reasons contains msg if {
+denial_reasons contains {"id": "catalog.tools", "message": msg} if {
 	input.mcp.method == "tools/call"
 	some msg in named_reasons("tool", "tools", input.mcp.tool.name)
 }
 
-denial_reasons contains "tools/call request names no tool" if {
+denial_reasons contains {"id": "request.shape", "message": "tools/call request names no tool"} if {
 	input.mcp.method == "tools/call"
 	not is_string(object.get(input.mcp, ["tool", "name"], null))
 }
 
-denial_reasons contains msg if {
+denial_reasons contains {"id": "catalog.prompts", "message": msg} if {
 	input.mcp.method == "prompts/get"
 	some msg in named_reasons("prompt", "prompts", input.mcp.prompt.name)
 }
 
-denial_reasons contains "prompts/get request names no prompt" if {
+denial_reasons contains {"id": "request.shape", "message": "prompts/get request names no prompt"} if {
 	input.mcp.method == "prompts/get"
 	not is_string(object.get(input.mcp, ["prompt", "name"], null))
 }
 
-denial_reasons contains msg if {
+denial_reasons contains {"id": "catalog.resources", "message": msg} if {
 	input.mcp.method in {"resources/read", "resources/subscribe"}
 	some msg in resource_reasons(input.mcp.resource.uri)
 }
 
-denial_reasons contains msg if {
+denial_reasons contains {"id": "catalog.resources", "message": msg} if {
 	input.mcp.method == "subscriptions/listen"
 	some uri in input.mcp.subscriptions.resource_uris
 	not mcpguard.resource_permitted(uri)
 	some msg in resource_reasons(uri)
 }
 
-denial_reasons contains "subscriptions/listen request does not list its resource subscriptions" if {
+denial_reasons contains {"id": "request.shape", "message": "subscriptions/listen request does not list its resource subscriptions"} if {
 	input.mcp.method == "subscriptions/listen"
 	not is_array(object.get(input.mcp, ["subscriptions", "resource_uris"], null))
 }
 
-denial_reasons contains msg if {
+denial_reasons contains {"id": "catalog.prompts", "message": msg} if {
 	input.mcp.method == "completion/complete"
 	input.mcp.completion.ref.type == "ref/prompt"
 	some msg in named_reasons("prompt", "prompts", input.mcp.completion.ref.name)
 }
 
-denial_reasons contains msg if {
+denial_reasons contains {"id": "catalog.resources", "message": msg} if {
 	input.mcp.method == "completion/complete"
 	input.mcp.completion.ref.type == "ref/resource"
 	uri := input.mcp.completion.ref.uri
@@ -131,19 +134,19 @@ denial_reasons contains msg if {
 	some msg in resource_reasons(uri)
 }
 
-denial_reasons contains sprintf("resource template %q %s", [uri, msg]) if {
+denial_reasons contains {"id": "catalog.resource_templates", "message": sprintf("resource template %q %s", [uri, msg])} if {
 	input.mcp.method == "completion/complete"
 	input.mcp.completion.ref.type == "ref/resource"
 	uri := input.mcp.completion.ref.uri
 	some msg in lib.unmet(data.mcp.catalog.resource_templates[uri])
 }
 
-denial_reasons contains "completion/complete request names neither a prompt nor a resource" if {
+denial_reasons contains {"id": "request.shape", "message": "completion/complete request names neither a prompt nor a resource"} if {
 	input.mcp.method == "completion/complete"
 	not object.get(input.mcp, ["completion", "ref", "type"], null) in {"ref/prompt", "ref/resource"}
 }
 
-denial_reasons contains sprintf("%s request names no resource URI", [input.mcp.method]) if {
+denial_reasons contains {"id": "request.shape", "message": sprintf("%s request names no resource URI", [input.mcp.method])} if {
 	input.mcp.method in {"resources/read", "resources/subscribe"}
 	not is_string(object.get(input.mcp, ["resource", "uri"], null))
 }

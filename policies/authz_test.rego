@@ -18,7 +18,7 @@ user(roles) := {
 		"source": "keycloak", "roles": roles, "realm_roles": roles,
 		"client_roles": {}, "claims": {},
 	},
-	"request": {"time_ns": 0, "remote_addr": "127.0.0.1", "transport": "http", "host": "localhost"},
+	"request": {"time_ns": weekday_morning_ns, "remote_addr": "127.0.0.1", "transport": "http", "host": "localhost"},
 }
 
 # An app-only caller (client credentials / managed identity): no scopes; its
@@ -30,14 +30,14 @@ app(roles) := {
 		"app_id": "agent", "scopes": [], "app_roles": roles, "groups": [], "claims": {},
 	},
 	"authorization": {"source": "token", "roles": roles, "realm_roles": [], "client_roles": {}, "claims": {}},
-	"request": {"time_ns": 0, "transport": "http"},
+	"request": {"time_ns": weekday_morning_ns, "transport": "http"},
 }
 
 anonymous := {
 	"version": 1,
 	"identity": {"authenticated": false, "kind": "anonymous"},
 	"authorization": {"source": "none", "roles": [], "realm_roles": [], "client_roles": {}},
-	"request": {"time_ns": 0, "transport": "stdio"},
+	"request": {"time_ns": weekday_morning_ns, "transport": "stdio"},
 }
 
 writer := object.union(user([]), {"authorization": {"client_roles": {"api": ["writer"]}}})
@@ -48,7 +48,31 @@ everything := object.union(user(["data_reader", "finance", "executive", "admin",
 
 with_mcp(who, mcp) := object.union(who, {"mcp": object.union({"session_id": "sess", "protocol_version": "2025-11-25", "client": {"name": "test", "version": "1"}}, mcp)})
 
-call(who, tool) := with_mcp(who, {"method": "tools/call", "tool": {"name": tool, "arguments": {}, "annotations": {}}})
+call(who, tool) := with_mcp(who, {"method": "tools/call", "tool": {
+	"name": tool,
+	"arguments": {},
+	"annotations": object.get(tool_annotations, tool, default_annotations),
+}})
+
+# The registered tools' annotations as the server puts them in the input (the
+# protocol's defaults applied; `mcpguard policy catalog`, test/policy/
+# catalog.json, which a Go test keeps this table equal to), so that a veto on
+# annotations ("destructive tools only for admins") meets in these tests what
+# it meets in the server.
+tool_annotations := {
+	"admin_operation": {"readOnlyHint": false, "destructiveHint": true, "idempotentHint": false, "openWorldHint": false},
+	"approve_budget": {"readOnlyHint": false, "destructiveHint": false, "idempotentHint": false, "openWorldHint": false},
+	"get_current_user": {"readOnlyHint": true, "destructiveHint": true, "idempotentHint": true, "openWorldHint": false},
+	"read_critical_data": {"readOnlyHint": true, "destructiveHint": true, "idempotentHint": false, "openWorldHint": false},
+	"write_api_data": {"readOnlyHint": false, "destructiveHint": false, "idempotentHint": false, "openWorldHint": false},
+}
+
+# A tool the server does not register: the protocol's defaults.
+default_annotations := {"readOnlyHint": false, "destructiveHint": true, "idempotentHint": false, "openWorldHint": true}
+
+# Wed 2026-03-04 10:00 UTC: inside any working-hours window, so that a time
+# rule does not break the tests of other rules.
+weekday_morning_ns := 1772618400000000000
 
 read(who, uri) := with_mcp(who, {"method": "resources/read", "resource": {"uri": uri}})
 
@@ -134,7 +158,11 @@ test_missing_identity_denied if {
 test_contradictory_identity_denied if {
 	req := method(object.union(anonymous, {"identity": {"authenticated": true}}), "ping")
 	not mcpguard.allow with input as req
-	mcpguard.decision.reasons == ["identity is marked authenticated but its kind is anonymous"] with input as req
+	mcpguard.decision.details == [{
+		"id": "mcpguard.identity",
+		"message": "request denied by policy",
+		"detail": "identity is marked authenticated but its kind is anonymous",
+	}] with input as req
 }
 
 # Methods.
@@ -424,15 +452,17 @@ test_veto_denies_an_allowed_call if {
 # Reasons: sorted, empty on allow, never empty on deny, built per missing piece.
 
 test_reasons_for_approve_budget if {
+	msg := `tool "approve_budget" requires all of roles ["executive","finance"]`
 	mcpguard.decision == {
 		"allow": false,
-		"reasons": [`tool "approve_budget" requires all of roles ["executive","finance"]`],
+		"reasons": [msg],
+		"details": [{"id": "catalog.tools", "message": msg, "detail": msg}],
 		"obligations": [],
 	} with input as call(user(["finance"]), "approve_budget")
 }
 
 test_reasons_empty_on_allow if {
-	mcpguard.decision == {"allow": true, "reasons": [], "obligations": []} with input as call(user(["finance", "executive"]), "approve_budget")
+	mcpguard.decision == {"allow": true, "reasons": [], "details": [], "obligations": []} with input as call(user(["finance", "executive"]), "approve_budget")
 }
 
 test_reasons_sorted if {

@@ -153,42 +153,64 @@ vetoes contains msg if {
 
 # deny := true, or an object: a veto the team meant, in a shape the guard
 # cannot read. Refused rather than ignored.
-vetoes contains "mcp.authz.deny is not a set" if {
+vetoes contains {"id": "mcpguard.deny_shape", "message": "request denied by policy", "detail": "mcp.authz.deny is not a set"} if {
 	d := authz.deny
 	not is_set(d)
 }
 
 # An input document that claims a verified token for an anonymous caller is
 # contradictory: refuse it rather than guess.
-vetoes contains "identity is marked authenticated but its kind is anonymous" if {
+vetoes contains {"id": "mcpguard.identity", "message": "request denied by policy", "detail": "identity is marked authenticated but its kind is anonymous"} if {
 	input.identity.kind == "anonymous"
 	input.identity.authenticated == true
 }
 
 # METADATA
 # description: |
-#   {"allow", "reasons", "obligations"}: reasons only on a deny, sorted and
-#   never empty. The server asks for it only when allow is false.
+#   {"allow", "reasons", "details", "obligations"}, on a deny only (the server
+#   asks for it only when allow is false): details are the reasons as
+#   records {"id", "message", "detail"} - the rule that refused, the text a
+#   caller may be shown, the text for the log - sorted and never empty;
+#   reasons are their messages.
 # entrypoint: true
-decision := {"allow": allow, "reasons": reasons, "obligations": []}
+decision := {"allow": allow, "reasons": reasons, "details": details, "obligations": []}
 
 reasons := [] if {
 	allow
-} else := sort(guard_reasons) if {
+} else := sort({r.message | some r in details})
+
+details := [] if {
+	allow
+} else := sort({reason(r) | some r in guard_reasons}) if {
 	count(guard_reasons) > 0
-} else := sort(authz.denial_reasons) if {
+} else := sort({reason(r) | some r in authz.denial_reasons}) if {
 	is_set(authz.denial_reasons)
 	count(authz.denial_reasons) > 0
-} else := ["request denied by policy"]
+} else := [reason("request denied by policy")]
+
+# A reason as a record. A rule may give a string (the message and the detail
+# both) or an object with a message and, optionally, an id and a detail.
+reason(r) := {"id": "", "message": r, "detail": r} if {
+	is_string(r)
+} else := {"id": id, "message": r.message, "detail": detail} if {
+	is_string(r.message)
+	id := object.get(r, "id", "")
+	is_string(id)
+	detail := object.get(r, "detail", r.message)
+	is_string(detail)
+} else := {"id": "mcpguard.reason_shape", "message": "request denied by policy", "detail": sprintf("a reason is neither a string nor {\"message\": string}: %v", [r])}
 
 # Why a guard refused. When none did, mcp.authz.denial_reasons explains the
 # permission that was missing.
-guard_reasons contains sprintf("input document version %v is not supported (these policies read version 1)", [version]) if {
+guard_reasons contains {
+	"id": "mcpguard.version",
+	"message": sprintf("input document version %v is not supported (these policies read version 1)", [version]),
+} if {
 	not input.version == 1
 	version := object.get(input, "version", null)
 }
 
-guard_reasons contains "caller is not authenticated" if not admitted
+guard_reasons contains {"id": "mcpguard.unauthenticated", "message": "caller is not authenticated"} if not admitted
 
 guard_reasons contains msg if some msg in vetoes
 

@@ -36,7 +36,7 @@ test_deny_not_a_set_vetoes if {
 	req := authz_test.method(authz_test.user([]), "ping")
 	mcpguard.allow with input as req
 	not mcpguard.allow with input as req with authz.deny as true
-	mcpguard.decision.reasons == ["mcp.authz.deny is not a set"] with input as req with authz.deny as {"a": 1}
+	mcpguard.decision.details == [{"id": "mcpguard.deny_shape", "message": "request denied by policy", "detail": "mcp.authz.deny is not a set"}] with input as req with authz.deny as {"a": 1}
 }
 
 tools := [
@@ -127,4 +127,33 @@ test_denial_reasons_not_a_set if {
 	req := authz_test.call(authz_test.user([]), "read_critical_data")
 	mcpguard.decision.reasons == ["request denied by policy"] with input as req with authz.denial_reasons as "why"
 	mcpguard.decision.reasons == ["why"] with input as req with authz.denial_reasons as {"why"}
+}
+
+# Reasons as data: a veto may be a string or a record; its message is what a
+# caller may see, its detail what the log keeps. A reason of another shape is
+# reported as such, never dropped.
+test_reasons_as_records if {
+	req := authz_test.method(authz_test.user([]), "ping")
+	vetoes := {
+		"plain",
+		{"id": "team.budget", "message": "needs approval", "detail": "amount 20000 over 10000 without cfo"},
+		{"message": "closed today"},
+		{"message": 7},
+		{"message": 8, "detail": "a number for a message"},
+		{"id": 7, "message": "bad id"},
+		{"message": "bad detail", "detail": ["x"]},
+	}
+	d := mcpguard.decision with input as req with authz.deny as vetoes
+	d.allow == false
+	d.details == sort(d.details)
+	{x | some x in d.details} == {
+		{"detail": "amount 20000 over 10000 without cfo", "id": "team.budget", "message": "needs approval"},
+		{"detail": "closed today", "id": "", "message": "closed today"},
+		{"detail": "plain", "id": "", "message": "plain"},
+		{"detail": `a reason is neither a string nor {"message": string}: {"detail": ["x"], "message": "bad detail"}`, "id": "mcpguard.reason_shape", "message": "request denied by policy"},
+		{"detail": `a reason is neither a string nor {"message": string}: {"id": 7, "message": "bad id"}`, "id": "mcpguard.reason_shape", "message": "request denied by policy"},
+		{"detail": `a reason is neither a string nor {"message": string}: {"message": 7}`, "id": "mcpguard.reason_shape", "message": "request denied by policy"},
+		{"detail": `a reason is neither a string nor {"message": string}: {"detail": "a number for a message", "message": 8}`, "id": "mcpguard.reason_shape", "message": "request denied by policy"},
+	}
+	d.reasons == ["closed today", "needs approval", "plain", "request denied by policy"]
 }

@@ -71,6 +71,10 @@ type Config struct {
 
 	PolicyDir     string
 	PolicyTimeout time.Duration
+	// PolicyStrict refuses to start when the policy lint finds anything
+	// (`mcpguard policy lint`): a rule or data file the server never reads,
+	// a veto that always fires, a tool no rule allows, an unknown role.
+	PolicyStrict bool
 	// ListCacheTTL is how long a caller's filtered list is reused within a
 	// session (0: evaluate every list). Calls are always decided afresh.
 	ListCacheTTL time.Duration
@@ -203,7 +207,11 @@ func Load(args []string) (*Config, []string, error) {
 	if _, ok := dotenv[stdioTokenVar]; ok {
 		misplaced = append(misplaced, fmt.Errorf("%s: must come from the process environment, not %s (a token must not be stored in a file)", stdioTokenVar, envFile))
 	}
+	// read records every setting FromSource asks for: a flag it never asks
+	// for is a typo (--polcy-dir) that would otherwise be ignored.
+	read := map[string]bool{"ENV_FILE": true}
 	src := func(name string) (string, bool) {
+		read[name] = true
 		if name == stdioTokenVar {
 			return os.LookupEnv(name)
 		}
@@ -217,6 +225,17 @@ func Load(args []string) (*Config, []string, error) {
 		return v, ok
 	}
 	cfg, err := FromSource(src)
+	var unknown []string
+	for name := range flags {
+		if !read[name] {
+			unknown = append(unknown, name)
+		}
+	}
+	slices.Sort(unknown)
+	for _, name := range unknown {
+		misplaced = append(misplaced, fmt.Errorf("--%s: %w (flags are the settings of docs/CONFIGURATION.md, e.g. --policy-dir for POLICY_DIR)",
+			strings.ToLower(strings.ReplaceAll(name, "_", "-")), ErrUnknownFlag))
+	}
 	if len(misplaced) > 0 {
 		var ce *Error
 		if errors.As(err, &ce) {
@@ -230,6 +249,9 @@ func Load(args []string) (*Config, []string, error) {
 
 // stdioTokenVar is read from the process environment only.
 const stdioTokenVar = "STDIO_ACCESS_TOKEN"
+
+// ErrUnknownFlag is the problem of a flag that names no setting.
+var ErrUnknownFlag = errors.New("unknown flag: no such setting")
 
 // parseFlags turns --some-name=value into SOME_NAME=value.
 func parseFlags(args []string) (map[string]string, []string, error) {
@@ -389,6 +411,10 @@ func FromSource(src Source) (*Config, error) {
 	// Reasons name roles and rules: an oracle for a prober. Shown by default
 	// only where the caller is the developer.
 	c.DenialDetail = r.boolean("DENIAL_DETAIL", c.Environment == "development")
+	// A policy that silently does not mean what it says fails open somewhere
+	// (a veto in the wrong package never refuses): in production, refuse to
+	// start on it rather than serve it.
+	c.PolicyStrict = r.boolean("POLICY_STRICT", c.Environment == "production")
 	c.HTTP = HTTP{
 		ReadHeaderTimeout: r.duration("HTTP_READ_HEADER_TIMEOUT", 10*time.Second),
 		BodyTimeout:       r.duration("HTTP_BODY_TIMEOUT", 30*time.Second),
@@ -618,6 +644,9 @@ func (e *Error) Error() string {
 	}
 	return b.String()
 }
+
+// Unwrap exposes each problem to errors.Is and errors.As.
+func (e *Error) Unwrap() []error { return e.Problems }
 
 // Addr is the listen address of the HTTP transports.
 func (c *Config) Addr() string { return net.JoinHostPort(c.Host, strconv.Itoa(c.Port)) }

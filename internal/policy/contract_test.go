@@ -11,48 +11,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/ast"
+
 	"github.com/mcpguard/mcpguard"
 	"github.com/mcpguard/mcpguard/internal/policy"
+	"github.com/mcpguard/mcpguard/internal/policy/policytest"
 )
 
 // shippedWith is the shipped policy folder (rules, data, the decision
 // module; tests left out) with extra files added or replaced, as a team
 // edits it.
 func shippedWith(t *testing.T, extra map[string]string) string {
-	t.Helper()
-	files := map[string]string{}
-	paths, err := filepath.Glob("../../policies/*")
-	if err != nil || len(paths) == 0 {
-		t.Fatalf("no shipped policy files: %v", err)
-	}
-	for _, p := range paths {
-		if strings.HasSuffix(p, "_test.rego") || !(strings.HasSuffix(p, ".rego") || strings.HasSuffix(p, ".json")) {
-			continue
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[filepath.Base(p)] = string(b)
-	}
-	for k, v := range extra {
-		files[k] = v
-	}
-	dir := t.TempDir()
-	for name, body := range files {
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
+	return policytest.Copy(t, "../../policies", extra)
 }
 
 func engineFor(t *testing.T, dir string) *policy.Engine {
 	t.Helper()
-	e, err := policy.New(context.Background(), dir)
+	// A generous timeout: these tests check decisions, not speed, and run on
+	// loaded machines (the 100 ms default is the server's).
+	e, err := policy.New(context.Background(), dir, policy.WithTimeout(30*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,4 +395,26 @@ func TestDecisionModuleIsFixed(t *testing.T) {
 			t.Fatal("anonymous ping allowed without the decision module's guards")
 		}
 	})
+}
+
+// The rules the server asks carry `entrypoint: true` in their METADATA, so
+// `opa inspect -a` and `opa build` name them.
+func TestDecisionRulesAreEntrypoints(t *testing.T) {
+	m, err := ast.ParseModuleWithOpts(policy.GuardFile, mcpguard.GuardModule, ast.ParserOptions{RegoVersion: ast.RegoV1, ProcessAnnotation: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := ast.NewCompiler()
+	c.Compile(map[string]*ast.Module{policy.GuardFile: m})
+	entry := map[string]bool{}
+	for _, ref := range c.GetAnnotationSet().Flatten() {
+		if ref.Annotations.Entrypoint {
+			entry[ref.Path.String()] = true
+		}
+	}
+	for _, q := range []string{policy.AllowQuery, policy.DecisionQuery, policy.VisibleQuery} {
+		if !entry[q] {
+			t.Errorf("%s is not marked as an entrypoint (entrypoints: %v)", q, entry)
+		}
+	}
 }

@@ -35,11 +35,24 @@ const (
 
 // Decision is the answer to one request.
 type Decision struct {
-	Allow       bool     `json:"allow"`
-	Reasons     []string `json:"reasons"`
+	Allow bool `json:"allow"`
+	// Reasons are the messages of Details: what a caller may be shown.
+	Reasons []string `json:"reasons"`
+	// Details are the reasons of a deny as the policy gave them: the rule,
+	// the message, and the detail the log keeps.
+	Details     []Reason `json:"details,omitempty"`
 	Obligations []any    `json:"obligations,omitempty"`
 	// ID identifies this decision in logs and in the error a caller sees.
 	ID string `json:"decision_id"`
+}
+
+// Reason is one reason of a deny: ID names the rule that refused (may be
+// empty), Message is the text a caller may be shown, Detail the text for
+// the log, which may name roles, values and rules.
+type Reason struct {
+	ID      string `json:"id"`
+	Message string `json:"message"`
+	Detail  string `json:"detail"`
 }
 
 // Engine evaluates the policies of one folder. It is safe for concurrent use;
@@ -243,6 +256,17 @@ func (e *Engine) explain(ctx context.Context, c *compiled, value ast.Value, d *D
 		for _, r := range rr {
 			if s, ok := r.(string); ok {
 				d.Reasons = append(d.Reasons, s)
+			}
+		}
+	}
+	if dd, ok := obj["details"].([]any); ok {
+		for _, x := range dd {
+			if m, ok := x.(map[string]any); ok {
+				r := Reason{}
+				r.ID, _ = m["id"].(string)
+				r.Message, _ = m["message"].(string)
+				r.Detail, _ = m["detail"].(string)
+				d.Details = append(d.Details, r)
 			}
 		}
 	}

@@ -70,13 +70,17 @@ type MCP struct {
 
 // Completion is input.mcp.completion. Its ref names the prompt (RefType
 // "ref/prompt", Name) or the resource or resource template (RefType
-// "ref/resource", URI) whose argument values would be revealed.
+// "ref/resource", URI) whose argument values would be revealed; RefType ""
+// is a request without a ref.
 type Completion struct {
 	RefType  string
 	Name     string
 	URI      string
 	Argument string
 	Value    string
+	// ContextArguments are the values already resolved for the ref's other
+	// arguments (the request's context.arguments).
+	ContextArguments map[string]string
 }
 
 // Subscriptions is input.mcp.subscriptions: the resources whose updates a
@@ -95,9 +99,49 @@ type Tool struct {
 	// tool receives it. Arguments the policy cannot be shown exactly as
 	// the tool will read them are refused (see decodeArguments).
 	Arguments json.RawMessage
-	// Annotations are the registered tool's annotations.
+	// Annotations are the registered tool's annotations, as made by
+	// ToolHints.Fragment; nil (a tool not registered) reads as the
+	// protocol's defaults.
 	Annotations *Fragment
 }
+
+// ToolHints are a tool's MCP annotations. The policy sees them with the
+// protocol's defaults applied (MCP 2025-11-25, ToolAnnotations): a hint the
+// tool leaves out is what the specification says it means, so a rule on
+// destructive tools is not fooled by a tool that never said.
+type ToolHints struct {
+	Title    string
+	ReadOnly bool // default false
+	// Destructive defaults to true (nil), meaningful when ReadOnly is false.
+	Destructive *bool
+	Idempotent  bool // default false
+	// OpenWorld defaults to true (nil).
+	OpenWorld *bool
+}
+
+// Fragment lays the hints out as input.mcp.tool.annotations: the four hints
+// always, as booleans, and title when there is one.
+func (h ToolHints) Fragment() *Fragment {
+	or := func(b *bool, def bool) bool {
+		if b == nil {
+			return def
+		}
+		return *b
+	}
+	obj := ast.NewObject(
+		ast.Item(ast.StringTerm("readOnlyHint"), ast.BooleanTerm(h.ReadOnly)),
+		ast.Item(ast.StringTerm("destructiveHint"), ast.BooleanTerm(or(h.Destructive, true))),
+		ast.Item(ast.StringTerm("idempotentHint"), ast.BooleanTerm(h.Idempotent)),
+		ast.Item(ast.StringTerm("openWorldHint"), ast.BooleanTerm(or(h.OpenWorld, true))),
+	)
+	if h.Title != "" {
+		obj.Insert(ast.StringTerm("title"), ast.StringTerm(h.Title))
+	}
+	return &Fragment{v: obj}
+}
+
+// defaultHints are the annotations of a tool that declares none.
+var defaultHints = ToolHints{}.Fragment()
 
 // Prompt is input.mcp.prompt.
 type Prompt struct {
@@ -114,13 +158,17 @@ type Candidates struct {
 }
 
 // Candidate is one list item: a tool or prompt Name, a resource URI or a
-// template's URI template in Name, with optional annotations.
+// template's URI template in Name. Tools carry their annotations (nil reads
+// as the protocol's defaults); other kinds have none.
 type Candidate struct {
 	Name        string
 	Annotations *Fragment
 }
 
-// Request is input.request: facts of the transport.
+// Request is input.request: facts of the transport. RemoteAddr and Host
+// are those of the HTTP request; over stdio, and over HTTP when the server
+// authenticates nobody (the SDK hands the middleware no request facts
+// then), there are none.
 type Request struct {
 	TimeNS     int64
 	RemoteAddr string
@@ -166,17 +214,21 @@ var (
 	kToolsLC       = ast.StringTerm("tools_list_changed")
 	kPromptsLC     = ast.StringTerm("prompts_list_changed")
 	kResourcesLC   = ast.StringTerm("resources_list_changed")
+	kContext       = ast.StringTerm("context")
 
 	versionTerm   = ast.IntNumberTerm(InputVersion)
 	emptyObject   = ast.NewObject()
 	anonymousNone = ast.NewObject()
 )
 
-// value lays the document out as DESIGN.md specifies. Each object is made
-// with all its items at once (one allocation block), and the parts that
-// repeat across requests (method names, a session's client) are reused.
-// Its one error is arguments the policy cannot be shown faithfully (an
-// *argumentsError).
+// value lays the document out as docs/POLICIES.md documents it. A string
+// nobody supplied (no session yet, no email in the token, no HTTP request
+// over stdio) is left out rather than given as "": `not input.x` and
+// object.get then read naturally, and "" never passes for a value. Lists
+// are always arrays. Each object is made with all its items at once (one
+// allocation block), and the parts that repeat across requests (method
+// names, a session's client) are reused. Its one error is arguments the
+// policy cannot be shown faithfully (an *argumentsError).
 func (in *Input) value() (ast.Value, error) {
 	mcp, err := in.MCP.value()
 	if err != nil {
@@ -194,13 +246,34 @@ func (in *Input) value() (ast.Value, error) {
 		ast.Item(kMCP, ast.NewTerm(mcp)),
 		ast.Item(kIdentity, ast.NewTerm(identity)),
 		ast.Item(kAuthorization, ast.NewTerm(authz)),
-		ast.Item(kRequest, ast.NewTerm(ast.NewObject(
-			ast.Item(kTimeNS, ast.NewTerm(ast.Number(strconv.FormatInt(in.Request.TimeNS, 10)))),
-			ast.Item(kRemoteAddr, ast.StringTerm(in.Request.RemoteAddr)),
-			ast.Item(kTransport, internTerm(in.Request.Transport)),
-			ast.Item(kHost, ast.StringTerm(in.Request.Host)),
-		))),
+		ast.Item(kRequest, ast.NewTerm(in.Request.value())),
 	), nil
+}
+
+func (r *Request) value() ast.Value {
+	var items [4][2]*ast.Term
+	n := 0
+	add := func(k, v *ast.Term) { items[n] = ast.Item(k, v); n++ }
+	add(kTimeNS, ast.NewTerm(ast.Number(strconv.FormatInt(r.TimeNS, 10))))
+	if r.RemoteAddr != "" {
+		add(kRemoteAddr, ast.StringTerm(r.RemoteAddr))
+	}
+	if r.Transport != "" {
+		add(kTransport, internTerm(r.Transport))
+	}
+	if r.Host != "" {
+		add(kHost, ast.StringTerm(r.Host))
+	}
+	return ast.NewObject(items[:n]...)
+}
+
+// isResourceMethod tells the methods whose target is one resource URI.
+func isResourceMethod(method string) bool {
+	switch method {
+	case "resources/read", "resources/subscribe", "resources/unsubscribe":
+		return true
+	}
+	return false
 }
 
 func (m *MCP) value() (ast.Value, error) {
@@ -208,56 +281,68 @@ func (m *MCP) value() (ast.Value, error) {
 	n := 0
 	add := func(k, v *ast.Term) { items[n] = ast.Item(k, v); n++ }
 	add(kMethod, internTerm(m.Method))
-	add(kSessionID, ast.StringTerm(m.SessionID))
-	add(kProtocol, internTerm(m.ProtocolVersion))
-	add(kClient, clientTerm(m.ClientName, m.ClientVersion))
+	if m.SessionID != "" {
+		add(kSessionID, ast.StringTerm(m.SessionID))
+	}
+	if m.ProtocolVersion != "" {
+		add(kProtocol, internTerm(m.ProtocolVersion))
+	}
+	if m.ClientName != "" || m.ClientVersion != "" {
+		add(kClient, clientTerm(m.ClientName, m.ClientVersion))
+	}
 	if m.Tool != nil {
 		args, err := decodeArguments(m.Tool.Arguments)
 		if err != nil {
 			return nil, err
 		}
-		add(kTool, ast.NewTerm(ast.NewObject(
-			ast.Item(kName, ast.StringTerm(m.Tool.Name)),
-			ast.Item(kArguments, ast.NewTerm(args)),
-			ast.Item(kAnnotations, ast.NewTerm(fragmentOr(m.Tool.Annotations))),
-		)))
+		ann := defaultHints
+		if m.Tool.Annotations != nil {
+			ann = m.Tool.Annotations
+		}
+		var tool ast.Object
+		if m.Tool.Name != "" {
+			tool = ast.NewObject(
+				ast.Item(kName, ast.StringTerm(m.Tool.Name)),
+				ast.Item(kArguments, ast.NewTerm(args)),
+				ast.Item(kAnnotations, ast.NewTerm(ann.v)),
+			)
+		} else {
+			tool = ast.NewObject(ast.Item(kArguments, ast.NewTerm(args)), ast.Item(kAnnotations, ast.NewTerm(ann.v)))
+		}
+		add(kTool, ast.NewTerm(tool))
 	}
-	if m.ResourceURI != "" {
-		add(kResource, ast.NewTerm(ast.NewObject(ast.Item(kURI, ast.StringTerm(m.ResourceURI)))))
+	if m.ResourceURI != "" || isResourceMethod(m.Method) {
+		res := ast.NewObject()
+		insertString(res, kURI, m.ResourceURI)
+		add(kResource, ast.NewTerm(res))
 	}
 	if m.Prompt != nil {
-		args := ast.NewObject()
-		for k, v := range m.Prompt.Arguments {
-			args.Insert(ast.StringTerm(k), ast.StringTerm(v))
-		}
-		add(kPrompt, ast.NewTerm(ast.NewObject(
-			ast.Item(kName, ast.StringTerm(m.Prompt.Name)),
-			ast.Item(kArguments, ast.NewTerm(args)),
-		)))
+		prompt := ast.NewObject(ast.Item(kArguments, ast.NewTerm(stringMap(m.Prompt.Arguments))))
+		insertString(prompt, kName, m.Prompt.Name)
+		add(kPrompt, ast.NewTerm(prompt))
 	}
 	if c := m.Candidates; c != nil {
 		add(kCandidates, ast.NewTerm(ast.NewObject(
-			ast.Item(kTools, candidateArray(c.Tools, kName)),
+			ast.Item(kTools, toolCandidates(c.Tools)),
 			ast.Item(kResources, candidateArray(c.Resources, kURI)),
 			ast.Item(kTemplates, candidateArray(c.ResourceTemplates, kURITemplate)),
 			ast.Item(kPrompts, candidateArray(c.Prompts, kName)),
 		)))
 	}
 	if c := m.Completion; c != nil {
-		ref := ast.NewObject(ast.Item(kType, ast.StringTerm(c.RefType)))
-		switch c.RefType {
-		case "ref/prompt":
-			ref.Insert(kName, ast.StringTerm(c.Name))
-		case "ref/resource":
-			ref.Insert(kURI, ast.StringTerm(c.URI))
+		arg := ast.NewObject(ast.Item(kValue, ast.StringTerm(c.Value)))
+		insertString(arg, kName, c.Argument)
+		completion := ast.NewObject(
+			ast.Item(kArgument, ast.NewTerm(arg)),
+			ast.Item(kContext, ast.NewTerm(ast.NewObject(ast.Item(kArguments, ast.NewTerm(stringMap(c.ContextArguments)))))),
+		)
+		if c.RefType != "" {
+			ref := ast.NewObject(ast.Item(kType, ast.StringTerm(c.RefType)))
+			insertString(ref, kName, c.Name)
+			insertString(ref, kURI, c.URI)
+			completion.Insert(kRef, ast.NewTerm(ref))
 		}
-		add(kCompletion, ast.NewTerm(ast.NewObject(
-			ast.Item(kRef, ast.NewTerm(ref)),
-			ast.Item(kArgument, ast.NewTerm(ast.NewObject(
-				ast.Item(kName, ast.StringTerm(c.Argument)),
-				ast.Item(kValue, ast.StringTerm(c.Value)),
-			))),
-		)))
+		add(kCompletion, ast.NewTerm(completion))
 	}
 	if sub := m.Subscriptions; sub != nil {
 		uris := make([]*ast.Term, len(sub.ResourceURIs))
@@ -272,6 +357,23 @@ func (m *MCP) value() (ast.Value, error) {
 		)))
 	}
 	return ast.NewObject(items[:n]...), nil
+}
+
+// insertString adds k: s to obj unless s is empty.
+func insertString(obj ast.Object, k *ast.Term, s string) {
+	if s != "" {
+		obj.Insert(k, ast.StringTerm(s))
+	}
+}
+
+// stringMap is a map of strings as an object, {} for none: arguments the
+// client sent, values included as sent ("" too).
+func stringMap(m map[string]string) ast.Value {
+	obj := ast.NewObject()
+	for k, v := range m {
+		obj.Insert(ast.StringTerm(k), ast.StringTerm(v))
+	}
+	return obj
 }
 
 // interned holds terms for the strings every request repeats: method names,
@@ -298,7 +400,10 @@ func clientTerm(name, version string) *ast.Term {
 	if t, ok := clients.Load(k); ok {
 		return t.(*ast.Term)
 	}
-	t := ast.NewTerm(ast.NewObject(ast.Item(kName, ast.StringTerm(name)), ast.Item(kVersionField, ast.StringTerm(version))))
+	obj := ast.NewObject()
+	insertString(obj, kName, name)
+	insertString(obj, kVersionField, version)
+	t := ast.NewTerm(obj)
 	if internedCount.Add(1) <= maxInterned {
 		clients.Store(k, t)
 	}
@@ -311,22 +416,45 @@ const maxInterned = 4096
 
 var internedCount atomic.Int64
 
-func candidateArray(items []Candidate, key *ast.Term) *ast.Term {
+// toolCandidates lays out tools with their annotations, the protocol's
+// defaults for a tool registered without.
+func toolCandidates(items []Candidate) *ast.Term {
 	terms := make([]*ast.Term, len(items))
 	for i, c := range items {
+		ann := defaultHints
+		if c.Annotations != nil {
+			ann = c.Annotations
+		}
 		terms[i] = ast.NewTerm(ast.NewObject(
-			ast.Item(key, ast.StringTerm(c.Name)),
-			ast.Item(kAnnotations, ast.NewTerm(fragmentOr(c.Annotations))),
+			ast.Item(kName, ast.StringTerm(c.Name)),
+			ast.Item(kAnnotations, ast.NewTerm(ann.v)),
 		))
 	}
 	return ast.ArrayTerm(terms...)
 }
 
-func fragmentOr(f *Fragment) ast.Value {
-	if f == nil {
-		return emptyObject
+// candidateArray lays out resources, templates and prompts: the key alone.
+func candidateArray(items []Candidate, key *ast.Term) *ast.Term {
+	terms := make([]*ast.Term, len(items))
+	for i, c := range items {
+		terms[i] = ast.NewTerm(ast.NewObject(ast.Item(key, ast.StringTerm(c.Name))))
 	}
-	return f.v
+	return ast.ArrayTerm(terms...)
+}
+
+// Document returns the input document as JSON: exactly what the policy is
+// given for this input. Arguments the policy would not be shown are its
+// error, as in Decide.
+func (in *Input) Document() ([]byte, error) {
+	v, err := in.value()
+	if err != nil {
+		return nil, err
+	}
+	x, err := ast.JSON(v)
+	if err != nil {
+		return nil, fmt.Errorf("input document: %w", err)
+	}
+	return json.Marshal(x)
 }
 
 // idSource makes decision ids: a random per-process prefix and a counter,

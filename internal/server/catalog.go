@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -39,16 +38,7 @@ func readCatalog(ctx context.Context, s *mcp.Server) (*catalog, error) {
 				return nil, err
 			}
 			c.tools = append(c.tools, t)
-			ann := map[string]any{}
-			if t.Annotations != nil {
-				f, err := policy.NewFragment(t.Annotations)
-				if err != nil {
-					return nil, fmt.Errorf("tool %s annotations: %w", t.Name, err)
-				}
-				c.toolAnnotations[t.Name] = f
-				continue
-			}
-			c.toolAnnotations[t.Name] = policy.MustFragment(ann)
+			c.toolAnnotations[t.Name] = toolHints(t.Annotations).Fragment()
 		}
 	}
 	if caps.Resources != nil {
@@ -76,56 +66,20 @@ func readCatalog(ctx context.Context, s *mcp.Server) (*catalog, error) {
 	return c, nil
 }
 
+// toolHints reads a tool's annotations; a tool without any gets the
+// protocol's defaults, as one that left each hint out.
+func toolHints(a *mcp.ToolAnnotations) policy.ToolHints {
+	if a == nil {
+		return policy.ToolHints{}
+	}
+	return policy.ToolHints{Title: a.Title, ReadOnly: a.ReadOnlyHint, Destructive: a.DestructiveHint,
+		Idempotent: a.IdempotentHint, OpenWorld: a.OpenWorldHint}
+}
+
 func (c *catalog) toolCandidates(ts []*mcp.Tool) []policy.Candidate {
 	out := make([]policy.Candidate, len(ts))
 	for i, t := range ts {
 		out[i] = policy.Candidate{Name: t.Name, Annotations: c.toolAnnotations[t.Name]}
 	}
 	return out
-}
-
-// Unreachable is a registered item no caller could ever be allowed.
-type Unreachable struct {
-	Kind string // tool, resource, resource_template, prompt
-	Name string
-}
-
-// Unreachable lists registered tools, resources and prompts that no rule of
-// the policy can ever allow, whoever the caller (found by partially
-// evaluating allow with the caller, roles and arguments unknown).
-func (s *Server) Unreachable(ctx context.Context) ([]Unreachable, error) {
-	var out []Unreachable
-	check := func(kind, name string, in *policy.Input) error {
-		ok, err := s.engine.CanAllow(ctx, in)
-		if err != nil {
-			return fmt.Errorf("%s %s: %w", kind, name, err)
-		}
-		if !ok {
-			out = append(out, Unreachable{Kind: kind, Name: name})
-		}
-		return nil
-	}
-	for _, t := range s.catalog.tools {
-		in := &policy.Input{}
-		in.MCP.Method = "tools/call"
-		in.MCP.Tool = &policy.Tool{Name: t.Name, Annotations: s.catalog.toolAnnotations[t.Name]}
-		if err := check("tool", t.Name, in); err != nil {
-			return nil, err
-		}
-	}
-	for _, r := range s.catalog.resources {
-		in := &policy.Input{}
-		in.MCP.Method, in.MCP.ResourceURI = "resources/read", r.URI
-		if err := check("resource", r.URI, in); err != nil {
-			return nil, err
-		}
-	}
-	for _, p := range s.catalog.prompts {
-		in := &policy.Input{}
-		in.MCP.Method, in.MCP.Prompt = "prompts/get", &policy.Prompt{Name: p.Name}
-		if err := check("prompt", p.Name, in); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"hash/maphash"
+	"reflect"
 	"strings"
 	"time"
 
@@ -91,6 +92,9 @@ func (s *Server) authorize(next mcp.MethodHandler) mcp.MethodHandler {
 			if params.Ref != nil {
 				c.RefType, c.Name, c.URI = params.Ref.Type, params.Ref.Name, params.Ref.URI
 			}
+			if params.Context != nil {
+				c.ContextArguments = params.Context.Arguments
+			}
 			in.MCP.Completion = c
 		case *mcp.SubscriptionsListenParams:
 			// The SDK subscribes to these URIs from inside the listen
@@ -107,11 +111,13 @@ func (s *Server) authorize(next mcp.MethodHandler) mcp.MethodHandler {
 			}
 			in.MCP.ProtocolVersion = params.ProtocolVersion
 		}
+		s.observe(policy.AllowQuery, &in)
 		d, err := s.engine.Decide(ctx, &in)
 		s.metrics.decision(method, d.Allow && err == nil)
 		if err != nil || !d.Allow {
 			return nil, s.deny(method, p, d, err)
 		}
+		ctx = context.WithValue(ctx, requestInputKey{}, &in)
 		return next(tools.WithAuthContext(ctx, p.auth), method, req)
 	}
 }
@@ -125,19 +131,38 @@ func (s *Server) principalOf(req mcp.Request) (*principal, requestFacts) {
 	return s.defaultPrincipal(), requestFacts{}
 }
 
+// describeSession fills in the session, its protocol version and client: from
+// the initialize handshake, or, under the 2026-07-28 protocol, from the
+// request's own _meta, which says them on every request (a session's first
+// request sets the session's, and server/discover sets none before it runs).
 func describeSession(m *policy.MCP, req mcp.Request) {
-	ss, ok := req.GetSession().(*mcp.ServerSession)
-	if !ok || ss == nil {
+	if ss, ok := req.GetSession().(*mcp.ServerSession); ok && ss != nil {
+		m.SessionID = ss.ID()
+		if ip := ss.InitializeParams(); ip != nil {
+			m.ProtocolVersion = ip.ProtocolVersion
+			if ip.ClientInfo != nil {
+				m.ClientName, m.ClientVersion = ip.ClientInfo.Name, ip.ClientInfo.Version
+			}
+		}
+	}
+	params := req.GetParams()
+	if params == nil || reflect.ValueOf(params).IsNil() {
 		return
 	}
-	m.SessionID = ss.ID()
-	if ip := ss.InitializeParams(); ip != nil {
-		m.ProtocolVersion = ip.ProtocolVersion
-		if ip.ClientInfo != nil {
-			m.ClientName, m.ClientVersion = ip.ClientInfo.Name, ip.ClientInfo.Version
+	meta := params.GetMeta()
+	// The SDK reads the request as the new protocol from this version on.
+	if v, ok := meta[mcp.MetaKeyProtocolVersion].(string); ok && v >= newProtocol {
+		m.ProtocolVersion = v
+		if ci, ok := meta[mcp.MetaKeyClientInfo].(map[string]any); ok {
+			m.ClientName, _ = ci["name"].(string)
+			m.ClientVersion, _ = ci["version"].(string)
 		}
 	}
 }
+
+// newProtocol is the first protocol version whose requests carry their
+// protocol version and client in _meta (SEP-2575).
+const newProtocol = "2026-07-28"
 
 func isList(method string) bool {
 	switch method {
@@ -150,6 +175,7 @@ func isList(method string) bool {
 // list asks allow for the list method itself, then lets the handler build
 // the page and keeps only what data.mcp.authz.visible names, in one evaluation.
 func (s *Server) list(ctx context.Context, method string, req mcp.Request, in *policy.Input, p *principal, next mcp.MethodHandler) (mcp.Result, error) {
+	s.observe(policy.AllowQuery, in)
 	d, err := s.engine.Decide(ctx, in)
 	s.metrics.decision(method, d.Allow && err == nil)
 	if err != nil || !d.Allow {
@@ -222,6 +248,7 @@ func (s *Server) list(ctx context.Context, method string, req mcp.Request, in *p
 // advice: every call is still decided on its own, so a list a moment stale
 // never lets a request through.
 func (s *Server) visible(ctx context.Context, p *principal, in *policy.Input) (map[string]struct{}, error) {
+	s.observe(policy.VisibleQuery, in)
 	if s.cfg.ListCacheTTL <= 0 {
 		return s.engine.Visible(ctx, in)
 	}
@@ -348,7 +375,7 @@ func takeCursor(req mcp.Request) (string, error) {
 // the decision id, which an operator finds in the log.
 func (s *Server) deny(method string, p *principal, d policy.Decision, err error) error {
 	s.logger.Info("request denied", "decision_id", d.ID, "method", method, "user", p.identity.UserID(),
-		"kind", string(p.identity.Kind), "reasons", d.Reasons, "error", err)
+		"kind", string(p.identity.Kind), "reasons", d.Reasons, "details", d.Details, "error", err)
 	code := CodeAccessDenied
 	msg := "access denied"
 	reasons := d.Reasons

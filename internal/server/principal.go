@@ -84,44 +84,78 @@ func (s *Server) newPrincipal(ctx context.Context, id *authn.Identity, token str
 	}
 	p.authz = authz
 	p.validUntil = authz.Expiry
-	p.authzDoc = policy.MustFragment(authz)
+	p.authzDoc = authorizationFragment(authz)
 	p.auth = tools.NewAuthContext(caller(id, authz), &asker{s: s, p: p})
 	return p
 }
 
-// identityFragment lays out input.identity.
+// identityFragment lays out input.identity. Strings the token does not
+// carry are left out, lists are always arrays (docs/POLICIES.md).
 func identityFragment(id *authn.Identity) *policy.Fragment {
 	if !id.Authenticated() {
 		return policy.MustFragment(map[string]any{"authenticated": false, "kind": string(authn.KindAnonymous),
 			"scopes": []string{}, "app_roles": []string{}, "groups": []string{}, "claims": map[string]any{}})
 	}
-	nz := func(s []string) []string {
-		if s == nil {
-			return []string{}
-		}
-		return s
+	claims := id.Claims
+	if claims == nil {
+		claims = map[string]any{}
 	}
-	f, err := policy.NewFragment(map[string]any{
-		"authenticated":      true,
-		"kind":               string(id.Kind),
-		"issuer":             id.Issuer,
-		"tenant_id":          id.TenantID,
-		"object_id":          id.ObjectID,
-		"subject":            id.Subject,
-		"app_id":             id.AppID,
-		"name":               id.Name,
-		"email":              id.Email,
-		"preferred_username": id.PreferredUsername,
-		"scopes":             nz(id.Scopes),
-		"app_roles":          nz(id.AppRoles),
-		"groups":             nz(id.Groups),
-		"claims":             id.Claims,
-	})
+	doc := map[string]any{
+		"authenticated": true,
+		"kind":          string(id.Kind),
+		"scopes":        nonNil(id.Scopes),
+		"app_roles":     nonNil(id.AppRoles),
+		"groups":        nonNil(id.Groups),
+		"claims":        claims,
+	}
+	for k, v := range map[string]string{
+		"issuer": id.Issuer, "tenant_id": id.TenantID, "object_id": id.ObjectID, "subject": id.Subject,
+		"app_id": id.AppID, "name": id.Name, "email": id.Email, "preferred_username": id.PreferredUsername,
+	} {
+		if v != "" {
+			doc[k] = v
+		}
+	}
+	f, err := policy.NewFragment(doc)
 	if err != nil {
 		// Claims come from JSON, so they always convert; keep the identity without them if not.
-		return policy.MustFragment(map[string]any{"authenticated": true, "kind": string(id.Kind), "object_id": id.ObjectID, "tenant_id": id.TenantID})
+		doc["claims"] = map[string]any{}
+		return policy.MustFragment(doc)
 	}
 	return f
+}
+
+// authorizationFragment lays out input.authorization: every list an array,
+// every map an object, whatever the role source left nil.
+func authorizationFragment(a *exchange.Authorization) *policy.Fragment {
+	clientRoles := make(map[string][]string, len(a.ClientRoles))
+	for c, roles := range a.ClientRoles {
+		clientRoles[c] = nonNil(roles)
+	}
+	claims := a.Claims
+	if claims == nil {
+		claims = map[string]any{}
+	}
+	f, err := policy.NewFragment(map[string]any{
+		"source":       a.Source,
+		"roles":        nonNil(a.Roles),
+		"realm_roles":  nonNil(a.RealmRoles),
+		"client_roles": clientRoles,
+		"claims":       claims,
+	})
+	if err != nil {
+		// Claims come from a verified JSON token; keep the roles without them if not.
+		return policy.MustFragment(map[string]any{"source": a.Source, "roles": nonNil(a.Roles),
+			"realm_roles": nonNil(a.RealmRoles), "client_roles": clientRoles, "claims": map[string]any{}})
+	}
+	return f
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 func caller(id *authn.Identity, a *exchange.Authorization) tools.Caller {
@@ -141,7 +175,16 @@ type asker struct {
 
 func (a *asker) Ask(ctx context.Context, q tools.Question) (tools.Answer, error) {
 	in := policy.Input{Identity: a.p.identityDoc, Authorization: a.p.authzDoc,
-		Request: policy.Request{TimeNS: time.Now().UnixNano(), Transport: "internal"}}
+		Request: policy.Request{Transport: a.s.transport}}
+	// The question is decided as if the caller asked it in the request the
+	// tool is serving: the same session, client and transport facts, so that
+	// rules on them (a network, a client) answer as they would for the call.
+	if r, ok := ctx.Value(requestInputKey{}).(*policy.Input); ok {
+		in.Request = r.Request
+		in.MCP.SessionID, in.MCP.ProtocolVersion = r.MCP.SessionID, r.MCP.ProtocolVersion
+		in.MCP.ClientName, in.MCP.ClientVersion = r.MCP.ClientName, r.MCP.ClientVersion
+	}
+	in.Request.TimeNS = time.Now().UnixNano()
 	in.MCP.Method = q.Method
 	switch q.Method {
 	case "tools/call":
@@ -157,6 +200,11 @@ func (a *asker) Ask(ctx context.Context, q tools.Question) (tools.Answer, error)
 	default:
 		return tools.Answer{}, errors.New("a question is a tools/call, resources/read or prompts/get")
 	}
+	a.s.observe(policy.AllowQuery, &in)
 	d, err := a.s.engine.Decide(ctx, &in)
 	return tools.Answer{Allow: d.Allow && err == nil, Reasons: d.Reasons, DecisionID: d.ID}, err
 }
+
+// requestInputKey carries the input document of the request a handler
+// serves, for the questions the handler asks (asker).
+type requestInputKey struct{}

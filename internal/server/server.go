@@ -47,6 +47,16 @@ type Server struct {
 	// now is the clock of the expiry decisions made here (a caller's roles,
 	// the list cache); nil is time.Now. Tests set a clock they move.
 	now func() time.Time
+	// inputSeen, when set, is shown each input document before the engine
+	// evaluates query on it: tests compare it with docs/POLICIES.md.
+	inputSeen func(query string, in *policy.Input)
+}
+
+// observe hands in to inputSeen, if a test set it.
+func (s *Server) observe(query string, in *policy.Input) {
+	if s.inputSeen != nil {
+		s.inputSeen(query, in)
+	}
 }
 
 // clock reads the server's clock.
@@ -129,8 +139,17 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	s.anonymous = s.newPrincipal(ctx, authn.Anonymous, "")
 
 	// The lint partially evaluates the policy once per registered item: with
-	// a large catalog that takes a while, so it reports in the background.
+	// a large catalog that takes a while, so it reports in the background,
+	// unless POLICY_STRICT=true makes its findings refuse the start.
 	s.linted = make(chan struct{})
+	if cfg.PolicyStrict {
+		err := s.strictLint(ctx)
+		close(s.linted)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
 	go func() {
 		defer close(s.linted)
 		s.lint(context.WithoutCancel(ctx))
@@ -224,24 +243,6 @@ func roleSource(cfg *config.Config, logger *slog.Logger) (exchange.Source, error
 		}, cache, logger)
 	}
 	return nil, fmt.Errorf("ROLE_SOURCE=%q is unknown", cfg.RoleSource)
-}
-
-// lint logs what the policy can never allow and its malformed catalog rows.
-func (s *Server) lint(ctx context.Context) {
-	if unreachable, err := s.Unreachable(ctx); err != nil {
-		s.logger.Warn("policy lint failed", "error", err)
-	} else {
-		for _, u := range unreachable {
-			s.logger.Warn("no policy rule can ever allow this", "kind", u.Kind, "name", u.Name)
-		}
-	}
-	bad, err := s.engine.CatalogErrors(ctx)
-	if err != nil {
-		s.logger.Warn("policy catalog check failed", "error", err)
-	}
-	for _, b := range bad {
-		s.logger.Warn("malformed policy catalog row: it allows nobody", "problem", b)
-	}
 }
 
 // Linted is closed when the start-up policy lint has finished.
