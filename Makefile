@@ -50,7 +50,7 @@ test-policy:
 	@mkdir -p bin
 	$(GO) tool opa test policies/ --coverage --format=json > bin/policy-coverage.json
 	$(GO) run ./test/coverage/rego -min $(POLICY_COVERAGE) -report bin/policy-coverage.json policies/
-	$(GO) run ./cmd/mcpguard policy lint
+	$(GO) run ./cmd/mcpguard policy lint --realm-export test/keycloak/realm.json --roles-file test/fixtures/roles.json
 	@$(MAKE) --no-print-directory mutate-rego
 
 # Rego mutation testing: every conjunct of policies/*.rego deleted, every
