@@ -226,7 +226,17 @@ visible contains name if {
 	allow
 	some candidate in input.mcp.candidates.tools
 	name := candidate.name
-	tool_listed(name)
+	data.mcp.catalog.tools[name] in satisfied_tool_rows
+	not tool_vetoed(candidate)
+}
+
+visible contains name if {
+	input.mcp.method == "tools/list"
+	allow
+	tool_extensions
+	some candidate in input.mcp.candidates.tools
+	name := candidate.name
+	authz.tool_allowed(name) == true
 	not tool_vetoed(candidate)
 }
 
@@ -239,12 +249,13 @@ tool_vetoed(candidate) if {
 	}})
 }
 
+# mcp.authz has tool_allowed bodies besides its default. The server says
+# which in data.mcpguard.folder (generated when it loads the folder); where
+# that is absent (stock opa), every candidate is asked.
+tool_extensions if not data.mcpguard.folder.tool_extensions == false
+
 # A long list is decided row by row, not tool by tool: tools share catalog
 # rows (one per role, typically), and each distinct row is judged once.
-tool_listed(name) if data.mcp.catalog.tools[name] in satisfied_tool_rows
-
-tool_listed(name) if authz.tool_allowed(name) == true
-
 satisfied_tool_rows contains row if {
 	input.mcp.method == "tools/list"
 	some row in {r | some r in data.mcp.catalog.tools}

@@ -61,6 +61,7 @@ callers := [
 	authz_test.user(["data_reader", "finance", "executive", "admin"]),
 	authz_test.app(["data_reader"]),
 	authz_test.app(["admin"]),
+	authz_test.app(["auditor"]),
 ]
 
 # Under the team's rules a tool is listed exactly when a call to it with empty
@@ -82,6 +83,7 @@ test_tools_listed_as_called if {
 	mcpguard.visible == {"read_critical_data", "approve_budget", "get_current_user"} with input as list(team(callers[0]), "tools/list")
 	mcpguard.visible == {"read_critical_data", "approve_budget", "admin_operation", "get_current_user"} with input as list(team(callers[1]), "tools/list")
 	mcpguard.visible == {"read_critical_data", "status_check", "get_current_user"} with input as list(team(callers[2]), "tools/list")
+	mcpguard.visible == {"get_current_user"} with input as list(team(callers[4]), "tools/list")
 }
 
 # The argument veto refuses the call it is about, and hides nothing.
@@ -156,4 +158,14 @@ test_reasons_as_records if {
 		{"detail": `a reason is neither a string nor {"message": string}: {"detail": "a number for a message", "message": 8}`, "id": "mcpguard.reason_shape", "message": "request denied by policy"},
 	}
 	d.reasons == ["closed today", "needs approval", "plain", "request denied by policy"]
+}
+
+# What tool_allowed opens is shown only in a tools/list that is itself
+# allowed, and in no other method's answer.
+test_extension_listed_only_in_allowed_lists if {
+	who := team(authz_test.app([]))
+	"status_check" in mcpguard.visible with input as list(who, "tools/list")
+	mcpguard.visible == set() with input as object.union(list(who, "tools/list"), {"version": 2})
+	not "status_check" in mcpguard.visible with input as list(who, "prompts/list")
+	mcpguard.visible == set() with input as authz_test.with_mcp(who, {"method": "tools/call", "tool": {"name": "status_check"}, "candidates": candidates})
 }

@@ -67,3 +67,10 @@ deny contains "calls carry no candidates" if {
 	input.mcp.method == "tools/call"
 	input.mcp.candidates
 }
+
+# A veto on a tool that only tool_allowed opens: it hides the tool too.
+deny contains "status_check is closed to auditors" if {
+	input.identity.object_id == "team-rules"
+	input.mcp.tool.name == "status_check"
+	lib.require_role("auditor")
+}

@@ -83,6 +83,9 @@ func Load(dir string, withTests bool) (*Loaded, error) {
 	if err := addDefaults(dir, modules); err != nil {
 		return nil, err
 	}
+	if err := addFolderFacts(dir, modules); err != nil {
+		return nil, err
+	}
 	return &Loaded{Dir: dir, Modules: modules, Documents: res.Documents}, nil
 }
 
@@ -129,6 +132,32 @@ func hasPackage(modules map[string]*ast.Module, pkg string) bool {
 		}
 	}
 	return false
+}
+
+// addFolderFacts adds package mcpguard.folder: what the decision module may
+// skip for this folder. tool_extensions is false when mcp.authz has no
+// tool_allowed body but its default, so that a list need not ask it for
+// each candidate (the answer would be false for all).
+func addFolderFacts(dir string, modules map[string]*ast.Module) error {
+	extensions := false
+	for _, m := range modules {
+		if m.Package.Path.String() != "data."+PermissionPackage {
+			continue
+		}
+		for _, r := range m.Rules {
+			if r.Head.Ref().String() == "tool_allowed" && !r.Default {
+				extensions = true
+			}
+		}
+	}
+	name := filepath.Join(dir, GuardPackage+".folder.rego") + " (generated)"
+	m, err := ast.ParseModuleWithOpts(name, fmt.Sprintf("package %s.folder\n\ntool_extensions := %t\n", GuardPackage, extensions),
+		ast.ParserOptions{RegoVersion: ast.RegoV1})
+	if err != nil {
+		return fmt.Errorf("folder facts: %w", err)
+	}
+	modules[name] = m
+	return nil
 }
 
 // ownsGuard reports whether m's package is mcpguard or below it.
