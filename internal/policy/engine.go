@@ -288,7 +288,7 @@ func (e *Engine) Visible(ctx context.Context, in *Input) (map[string]struct{}, e
 		return nil, err
 	}
 	var set ast.Set
-	_, err = evalWith(ctx, c, &c.visible, v, e.timeout, rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) {
+	_, err = evalWith(ctx, c, &c.visible, v, e.listTimeout(in.MCP.Candidates), rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) {
 		// Keep the AST: converting a large set to Go values costs more than reading it.
 		if s, ok := t.Value.(ast.Set); ok {
 			set = s
@@ -309,6 +309,21 @@ func (e *Engine) Visible(ctx context.Context, in *Input) (map[string]struct{}, e
 		}
 	})
 	return out, nil
+}
+
+// candidatesPerTimeout is how many list candidates one more timeout covers:
+// filtering a list costs in proportion to its length, and a long list on a
+// loaded machine must not be refused for being long.
+const candidatesPerTimeout = 200
+
+// listTimeout bounds one visible evaluation: the timeout, and one more for
+// each candidatesPerTimeout candidates.
+func (e *Engine) listTimeout(c *Candidates) time.Duration {
+	if c == nil {
+		return e.timeout
+	}
+	n := len(c.Tools) + len(c.Resources) + len(c.ResourceTemplates) + len(c.Prompts)
+	return e.timeout * time.Duration(1+n/candidatesPerTimeout)
 }
 
 func evalBool(ctx context.Context, c *compiled, q *rego.PreparedEvalQuery, input ast.Value, timeout time.Duration) (bool, error) {
