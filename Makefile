@@ -111,7 +111,7 @@ fmt:
 
 # Every figure in docs/PERFORMANCE.md comes from one of these lines; the
 # header says when, where and at which commit they were produced.
-bench: deps ## the figures in docs/PERFORMANCE.md (about 8 minutes)
+bench: deps ## the figures in docs/PERFORMANCE.md (about 12 minutes)
 	@echo "# make bench, $$(date -u +%FT%TZ), commit $$(git rev-parse --short HEAD 2>/dev/null), $$($(GO) env GOVERSION), $$(nproc) cores"
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3s -count 3 ./internal/policy/
 	$(GO) test -run '^$$' -bench VerifyCached -benchmem -count 3 ./internal/authn/
