@@ -418,3 +418,18 @@ func TestDecisionRulesAreEntrypoints(t *testing.T) {
 		}
 	}
 }
+
+// A rule of package mcp.authz written in a parent package (a ref head) is
+// refused at load, naming where it is: OPA's partial evaluation of the hot
+// path does not carry such a function, and the hot path and the
+// explanation would disagree (a deny with "the policy could not decide").
+func TestPermissionFromParentPackageRefused(t *testing.T) {
+	dir := shippedWith(t, map[string]string{"parent.rego": `package mcp
+
+authz.tool_allowed("status_check") if input.identity.kind == "app"
+`})
+	_, err := policy.New(context.Background(), dir)
+	if err == nil || !strings.Contains(err.Error(), "parent.rego:3") || !strings.Contains(err.Error(), "package mcp.authz") {
+		t.Fatalf("want a refusal naming parent.rego:3, got %v", err)
+	}
+}

@@ -67,6 +67,9 @@ func Load(dir string, withTests bool) (*Loaded, error) {
 	if len(modules) == 0 || len(modules) == 1 && guard != "" {
 		return nil, fmt.Errorf("policy %s: no .rego files", dir)
 	}
+	if err := refuseForeignPermissions(dir, modules); err != nil {
+		return nil, err
+	}
 	if !hasPackage(modules, PermissionPackage) {
 		return nil, fmt.Errorf("policy %s: no rule is in package %s: every request would be denied", dir, PermissionPackage)
 	}
@@ -106,9 +109,8 @@ var guardCalls = []struct{ pkg, rule, module string }{
 func addDefaults(dir string, modules map[string]*ast.Module) error {
 	defined := map[string]bool{}
 	for _, m := range modules {
-		pkg := strings.TrimPrefix(m.Package.Path.String(), "data.")
 		for _, r := range m.Rules {
-			defined[pkg+"."+r.Head.Ref().String()] = true
+			defined[strings.TrimPrefix(r.Path().String(), "data.")] = true
 		}
 	}
 	for _, c := range guardCalls {
@@ -121,6 +123,29 @@ func addDefaults(dir string, modules map[string]*ast.Module) error {
 			return fmt.Errorf("default %s.%s: %w", c.pkg, c.rule, err)
 		}
 		modules[name] = m
+	}
+	return nil
+}
+
+// refuseForeignPermissions refuses a rule of package mcp.authz written in
+// another package (a ref head: package mcp; authz.tool_allowed(x) if …).
+// OPA's partial evaluation, which prepares the hot path, does not carry such
+// a function into its result, so the hot path and the explanation would
+// disagree; the permissions belong in their package.
+func refuseForeignPermissions(dir string, modules map[string]*ast.Module) error {
+	prefix := "data." + PermissionPackage + "."
+	for name, m := range modules {
+		// Only a parent package's rule can land in mcp.authz: the package
+		// itself and its sub-packages define their own paths.
+		if pkg := m.Package.Path.String() + "."; strings.HasPrefix(pkg, prefix) || !strings.HasPrefix(prefix, pkg) {
+			continue
+		}
+		for _, r := range m.Rules {
+			if p := r.Path().String(); strings.HasPrefix(p, prefix) {
+				return fmt.Errorf("policy %s: %s:%d: rule %s is written in package %s: write it in package %s",
+					dir, name, r.Location.Row, p, strings.TrimPrefix(m.Package.Path.String(), "data."), PermissionPackage)
+			}
+		}
 	}
 	return nil
 }
@@ -141,11 +166,10 @@ func hasPackage(modules map[string]*ast.Module, pkg string) bool {
 func addFolderFacts(dir string, modules map[string]*ast.Module) error {
 	extensions := false
 	for _, m := range modules {
-		if m.Package.Path.String() != "data."+PermissionPackage {
-			continue
-		}
 		for _, r := range m.Rules {
-			if r.Head.Ref().String() == "tool_allowed" && !r.Default {
+			// The full path: a rule of a parent package may define it too
+			// (package mcp; authz.tool_allowed(name) if …).
+			if r.Path().String() == "data."+PermissionPackage+".tool_allowed" && !r.Default {
 				extensions = true
 			}
 		}
