@@ -89,6 +89,7 @@ permitted if {
 }
 
 permitted if {
+	is_string(input.mcp.method)
 	not input.mcp.method in targeted_methods
 	authz.allow == true
 }

@@ -29,6 +29,10 @@ test_allow_everything_opens_no_target if {
 	not mcpguard.allow with input as authz_test.method(authz_test.anonymous, "ping") with authz.allow as true
 	mcpguard.allow with input as authz_test.method(authz_test.user([]), "foo/bar") with authz.allow as true
 	not mcpguard.allow with input as authz_test.method(authz_test.user([]), "foo/bar") with authz.allow as "yes"
+
+	# A request that names no method is no method without a target.
+	not mcpguard.allow with input as object.remove(authz_test.user([]), ["mcp"]) with authz.allow as true
+	not mcpguard.allow with input as authz_test.with_mcp(authz_test.user([]), {"method": 7}) with authz.allow as true
 }
 
 # A deny that is not a set is a veto, not nothing.
