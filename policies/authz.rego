@@ -6,7 +6,8 @@
 #   tool_allowed, resource_allowed, prompt_allowed, template_allowed
 #                         - more bodies extend what the catalog allows;
 #   allow                 - methods without a target (housekeeping, lists);
-#   deny                  - any message vetoes the request (a set of strings);
+#   deny                  - any element vetoes the request (strings, or
+#                           {"id", "message", "detail"} records);
 #   denial_reasons        - why a request was refused (shown on a deny);
 #   allow_unauthenticated - true admits callers without a token.
 # Lists are not decided here: a candidate is listed when a call to it would
