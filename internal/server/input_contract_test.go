@@ -125,6 +125,21 @@ func TestAuthorizationListsAreNeverNull(t *testing.T) {
 	}
 }
 
+// The claims of the role source's token reach input.authorization.claims
+// as the role source read them, nested values included.
+func TestAuthorizationClaimsReachThePolicy(t *testing.T) {
+	claims := map[string]any{"azp": "mcpguard", "acr": "1", "resource_access": map[string]any{"api": map[string]any{"roles": []any{"reader"}}}}
+	roles := &fakeRoles{auth: &exchange.Authorization{Source: "fake", Roles: []string{"reader"}, Claims: claims}}
+	d := newDocServerWith(t, nil, Options{Roles: roles})
+	_, _ = d.connect(t, d.token(t, ada), "")
+	got := d.input(t, policy.AllowQuery, "initialize")["authorization"]
+	want := map[string]any{"source": "fake", "roles": []any{"reader"}, "realm_roles": []any{},
+		"client_roles": map[string]any{}, "claims": claims}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("authorization %#v, want %#v", got, want)
+	}
+}
+
 // Under the 2026-07-28 protocol a request names its protocol version and
 // client in its own _meta; server/discover, the first request, has no
 // session to read them from.
