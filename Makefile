@@ -8,26 +8,28 @@ export GOFLAGS := -buildvcs=false
 .PHONY: run build deps test test-go test-fuzz test-policy test-e2e test-keycloak bench lint fmt docker tools-ts clean
 
 run: ## serve on 127.0.0.1:8000 with the dev identity provider, static roles, no cloud account
-	ENVIRONMENT=development DEV_IDP=true HOST=127.0.0.1 PORT=8000 LOG_FORMAT=text $(GO) run ./cmd/mcpguard serve
+	ENVIRONMENT=development DEV_IDP=true OAUTH_PROXY=true HOST=127.0.0.1 PORT=8000 LOG_FORMAT=text $(GO) run ./cmd/mcpguard serve
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(BIN) ./cmd/mcpguard
 
 test: deps lint test-policy test-go test-fuzz test-e2e test-keycloak mutate-go-ci ## everything CI runs
 
-# System packages the tests run for real: Debian's redis-server, and unzip
-# for the Keycloak distribution (fetched from Maven Central by test/keycloak/fetch.sh).
+# System packages the tests run for real: Debian's redis-server, unzip
+# for the Keycloak distribution (fetched from Maven Central by test/keycloak/fetch.sh),
+# and chromium, the browser that approves the OAuth proxy's consent page.
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v unzip >/dev/null || missing="$$missing unzip"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (Debian packages)"; \
 	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
 	fi
 
 test-go:
-	MCPGUARD_REDIS=1 $(GO) test -race -count=1 $(PKGS)
+	MCPGUARD_REDIS=1 MCPGUARD_CHROMIUM=1 $(GO) test -race -count=1 $(PKGS)
 
 # Fuzz the two parsers at the trust boundary for a bounded time each: the
 # bearer token (only the issuer's signed claims get through) and the tool

@@ -25,6 +25,7 @@ import (
 
 	"github.com/mcpguard/mcpguard/internal/config"
 	"github.com/mcpguard/mcpguard/internal/devidp"
+	"github.com/mcpguard/mcpguard/internal/oauthproxy"
 	"github.com/mcpguard/mcpguard/internal/server"
 )
 
@@ -170,7 +171,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	logger.Info("mcpguard listening", "addr", ln.Addr().String(), "endpoint", cfg.ResourceURL(), "transport", cfg.Transport,
 		"stateless", cfg.Stateless, "auth", cfg.EnableAuth, "role_source", cfg.RoleSource, "policy_dir", cfg.PolicyDir, "dev_idp", cfg.Dev.Enabled,
-		"metrics", metricsAddr)
+		"oauth_proxy", cfg.OAuthProxy.Enabled, "metrics", metricsAddr)
 	if err := srv.Serve(ctx, ln, mln); err != nil {
 		return err
 	}
@@ -187,6 +188,16 @@ func startDevIDP(cfg *config.Config, logger *slog.Logger) (func(), error) {
 	iss, err := devidp.New(cfg.Azure.AuthorityHost, cfg.Azure.TenantID, key)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.OAuthProxy.Enabled {
+		// The OAuth proxy signs users in here as it would at Entra: as the
+		// API application, with its secret, back to its callback; the users
+		// are the development roles file's.
+		iss.RegisterClient(devidp.Client{ID: cfg.Azure.ClientID, Secret: cfg.Azure.ClientSecret,
+			RedirectURIs: []string{cfg.Azure.BaseURL + oauthproxy.PathCallback}, AppIDURI: cfg.Azure.AppIDURI})
+		for _, name := range []string{"alice", "bob"} {
+			iss.AddUser(devidp.User{Name: name})
+		}
 	}
 	ln, err := net.Listen("tcp", cfg.Dev.Addr)
 	if err != nil {

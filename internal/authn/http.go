@@ -50,15 +50,26 @@ func (v *Verifier) Middleware(ch Challenge) func(http.Handler) http.Handler {
 // and the token itself (for a role source that must exchange it; never to be
 // stored or logged). Errors are *Error.
 func (v *Verifier) Authenticate(r *http.Request) (*Identity, string, error) {
-	raw, ok := bearer(r.Header.Get("Authorization"))
-	if !ok {
-		return nil, "", &Error{Status: http.StatusUnauthorized, Description: "bearer token required"}
+	raw, err := Bearer(r)
+	if err != nil {
+		return nil, "", err
 	}
 	id, err := v.Verify(r.Context(), raw)
 	if err != nil {
 		return nil, "", err
 	}
 	return id, raw, nil
+}
+
+// Bearer returns the request's bearer token, or an *Error (401, no error
+// code: RFC 6750 §3.1) when it carries none. The server uses it where a
+// token may first have to be resolved to the Entra token it stands for.
+func Bearer(r *http.Request) (string, error) {
+	raw, ok := bearer(r.Header.Get("Authorization"))
+	if !ok {
+		return "", &Error{Status: http.StatusUnauthorized, Description: "bearer token required"}
+	}
+	return raw, nil
 }
 
 // Write answers a failed authentication with its status and challenge.

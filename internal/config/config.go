@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mcpguard/mcpguard/internal/oauthproxy"
 	"github.com/mcpguard/mcpguard/internal/store"
 )
 
@@ -40,6 +41,10 @@ const DefaultAuthorityHost = "https://login.microsoftonline.com"
 const (
 	DevTenantID = "00000000-0000-4000-8000-00000000d3e0"
 	DevClientID = "00000000-0000-4000-8000-0000000c11e7"
+	// DevClientSecret is the API application's secret at the dev identity
+	// provider: the default AZURE_CLIENT_SECRET with DEV_IDP=true, so that
+	// the OAuth proxy's upstream leg runs with no cloud account.
+	DevClientSecret = "mcpguard-dev-client-secret"
 )
 
 // Config is the whole, validated configuration.
@@ -96,6 +101,29 @@ type Config struct {
 	JWTSigningKey        string
 	StorageEncryptionKey string
 	Redis                Redis
+
+	// OAuthProxy is the authorization server façade interactive clients log
+	// in through (OAUTH_PROXY).
+	OAuthProxy OAuthProxy
+}
+
+// OAuthProxy configures the OAuth 2.1 authorization server that mcpguard
+// puts in front of Entra ID for clients that log users in (dynamic
+// registration or client ID metadata documents, consent, PKCE), since Entra
+// offers neither and refuses the resource parameter MCP clients send.
+type OAuthProxy struct {
+	Enabled bool
+	// RedirectHosts are the hosts an https redirect URI may name (a host
+	// name in lower case, or host:port); loopback redirect URIs are always
+	// allowed, any other is refused.
+	RedirectHosts []string
+	// AccessTokenTTL is the lifetime of the access tokens the façade issues.
+	AccessTokenTTL time.Duration
+	// RefreshTokenTTL: a refresh token unused this long expires.
+	RefreshTokenTTL time.Duration
+	// SessionTTL bounds one sign-in: its refresh tokens last at most this
+	// long from the login, however often they are used.
+	SessionTTL time.Duration
 }
 
 // HTTP bounds the connections of the HTTP transports, so that a client that
@@ -433,15 +461,15 @@ func FromSource(src Source) (*Config, error) {
 		Addr:    r.str("DEV_IDP_ADDR", "127.0.0.1:8001"),
 		KeyFile: r.str("DEV_IDP_KEY_FILE", ".mcpguard/dev-idp-key.pem"),
 	}
-	defTenant, defClient := "", ""
+	defTenant, defClient, defSecret := "", "", ""
 	defAuthority := DefaultAuthorityHost
 	if c.Dev.Enabled {
-		defTenant, defClient = DevTenantID, DevClientID
+		defTenant, defClient, defSecret = DevTenantID, DevClientID, DevClientSecret
 		defAuthority = "http://" + c.Dev.Addr
 	}
 	c.Azure = Azure{
 		ClientID:       r.str("AZURE_CLIENT_ID", defClient),
-		ClientSecret:   r.str("AZURE_CLIENT_SECRET", ""),
+		ClientSecret:   r.str("AZURE_CLIENT_SECRET", defSecret),
 		TenantID:       r.str("AZURE_TENANT_ID", defTenant),
 		AllowedTenants: r.list("AZURE_ALLOWED_TENANTS", ""),
 		AppRoleTenants: r.list("AZURE_APP_ROLE_TENANTS", ""),
@@ -501,7 +529,18 @@ func FromSource(src Source) (*Config, error) {
 		MaxPerUser:        int(r.integer("MAX_SESSIONS_PER_USER", 32, 1, 1<<20)),
 		MaxStreamsPerUser: int(r.integer("MAX_STREAMS_PER_USER", 32, 1, 1<<20)),
 	}
+	c.OAuthProxy = OAuthProxy{
+		Enabled:         r.boolean("OAUTH_PROXY", false),
+		RedirectHosts:   r.list("OAUTH_REDIRECT_HOSTS", ""),
+		AccessTokenTTL:  r.duration("OAUTH_ACCESS_TOKEN_TTL", 10*time.Minute),
+		RefreshTokenTTL: r.duration("OAUTH_REFRESH_TOKEN_TTL", 14*24*time.Hour),
+		SessionTTL:      r.duration("OAUTH_SESSION_TTL", 30*24*time.Hour),
+	}
+	for i, h := range c.OAuthProxy.RedirectHosts {
+		c.OAuthProxy.RedirectHosts[i] = strings.ToLower(h)
+	}
 	c.validate(r)
+	c.validateOAuthProxy(r)
 	if len(r.errs) > 0 {
 		return nil, &Error{Problems: r.errs}
 	}
@@ -604,6 +643,83 @@ func (c *Config) validate(r *reader) {
 	if c.Environment == "production" && c.Transport != TransportStdio && !c.EnableAuth {
 		r.fail("ENABLE_AUTH", "cannot be false in production over %s", c.Transport)
 	}
+}
+
+// validateOAuthProxy checks the façade's settings. Its tokens and what it
+// keeps (upstream Entra tokens among them) must survive a restart and be
+// shared by replicas, so outside development the keys are required; in
+// development the server makes up keys for the process's life.
+func (c *Config) validateOAuthProxy(r *reader) {
+	p := c.OAuthProxy
+	for _, h := range p.RedirectHosts {
+		if err := checkRedirectHost(h); err != nil {
+			r.fail("OAUTH_REDIRECT_HOSTS", "%v", err)
+		}
+	}
+	if p.AccessTokenTTL < 5*time.Second || p.AccessTokenTTL > 24*time.Hour {
+		r.fail("OAUTH_ACCESS_TOKEN_TTL", "%s is not from 5s to 24h", p.AccessTokenTTL)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"OAUTH_REFRESH_TOKEN_TTL", p.RefreshTokenTTL}, {"OAUTH_SESSION_TTL", p.SessionTTL}} {
+		if d.v < time.Minute || d.v > 365*24*time.Hour {
+			r.fail(d.name, "%s is not from 1m to 8760h (a year)", d.v)
+		} else if d.v <= p.AccessTokenTTL {
+			r.fail(d.name, "must be longer than OAUTH_ACCESS_TOKEN_TTL (%s)", p.AccessTokenTTL)
+		}
+	}
+	if !p.Enabled {
+		return
+	}
+	if !c.EnableAuth {
+		r.fail("OAUTH_PROXY", "requires ENABLE_AUTH=true: its tokens stand for Entra tokens the server verifies")
+	}
+	if c.Transport == TransportStdio {
+		r.fail("OAUTH_PROXY", "is served over HTTP: not with TRANSPORT=stdio")
+	}
+	if len(c.Azure.RequiredScopes) == 0 {
+		r.fail("AZURE_REQUIRED_SCOPES", "needs at least one scope with OAUTH_PROXY=true: the proxy asks Entra for them, and clients ask the proxy")
+	}
+	if c.Azure.ClientSecret == "" {
+		r.fail("AZURE_CLIENT_SECRET", "required when OAUTH_PROXY=true: the proxy signs users in at Entra as the API application (AZURE_SETUP.md §10; DEV_IDP=true has one)")
+	}
+	if c.JWTSigningKey != "" {
+		if err := oauthproxy.ValidateSigningKey(c.JWTSigningKey); err != nil {
+			r.fail("JWT_SIGNING_KEY", "%v", err)
+		}
+	}
+	// The base URL is the proxy's issuer: browsers are sent to it and it
+	// sets cookies, so it must be https except on loopback.
+	if u, err := url.Parse(c.Azure.BaseURL); err == nil && u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		r.fail("AZURE_BASE_URL", "must be https with OAUTH_PROXY=true (plain http only on loopback): it is the authorization server's issuer")
+	}
+	if c.Environment == "development" {
+		return
+	}
+	if c.JWTSigningKey == "" {
+		r.fail("JWT_SIGNING_KEY", "required when OAUTH_PROXY=true outside development: it signs the proxy's tokens, the same on every replica (`mcpguard keys generate`)")
+	}
+	if c.StorageEncryptionKey == "" {
+		r.fail("STORAGE_ENCRYPTION_KEY", "required when OAUTH_PROXY=true outside development: it seals the upstream tokens and login state the proxy stores (`mcpguard keys generate`)")
+	}
+}
+
+// checkRedirectHost accepts a host name or host:port, nothing more: a
+// scheme, path, user or wildcard would make the allow-list mean something
+// other than what it says.
+func checkRedirectHost(h string) error {
+	u, err := url.Parse("https://" + h)
+	if err != nil || u.Host != h || u.User != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" ||
+		u.Hostname() == "" || strings.ContainsAny(h, "*%") {
+		return fmt.Errorf("%q is not a host name or host:port (e.g. vscode.dev)", h)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q: the port must be a number from 1 to 65535", h)
+		}
+	}
+	return nil
 }
 
 // checkAuthority allows https anywhere and plain http only on loopback hosts.

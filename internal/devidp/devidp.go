@@ -1,7 +1,10 @@
 // Package devidp is an Entra-shaped OpenID issuer for development and tests:
 // OIDC discovery and a JWKS on loopback, and RS256 access tokens laid out as
 // Entra ID v2 (and v1) tokens are. The server verifies its tokens through the
-// same path as real Entra tokens; nothing is bypassed.
+// same path as real Entra tokens; nothing is bypassed. It also plays Entra's
+// authorization-code flow (authorize, token: PKCE, refresh tokens) for
+// registered clients and configured test users, who sign in without a
+// password: it is never an identity provider for anything real.
 package devidp
 
 import (
@@ -40,6 +43,10 @@ type Issuer struct {
 
 	// JWKSRequests counts JWKS fetches, so tests can see refresh behaviour.
 	jwksRequests int
+
+	// oauth is the sign-in side: registered clients, test users, codes and
+	// refresh tokens (oauth.go).
+	oauth oauthState
 }
 
 // New returns an issuer signing with key.
@@ -105,8 +112,13 @@ func (i *Issuer) IssuerURL(tenantID string) string {
 //
 //	/{tenant}/v2.0/.well-known/openid-configuration
 //	/{tenant}/discovery/v2.0/keys
+//	/{tenant}/oauth2/v2.0/authorize   (GET, and POST from its sign-in form)
+//	/{tenant}/oauth2/v2.0/token       (POST)
 func (i *Issuer) Handler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{tenant}/oauth2/v2.0/authorize", i.serveAuthorize)
+	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/authorize", i.serveAuthorize)
+	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", i.serveToken)
 	mux.HandleFunc("GET /{tenant}/v2.0/.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
 		t := r.PathValue("tenant")
 		issuer := i.IssuerURL(t)

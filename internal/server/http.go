@@ -39,6 +39,9 @@ func (s *Server) Handler() http.Handler {
 	}
 	mux.Handle(endpoint, s.protect(mcpHandler))
 
+	if s.proxy != nil {
+		s.mountFacade(mux, endpoint)
+	}
 	if s.verifier != nil {
 		meta := auth.ProtectedResourceMetadataHandler(s.resourceMetadata(endpoint))
 		mux.Handle("GET /.well-known/oauth-protected-resource", meta)
@@ -53,6 +56,15 @@ func (s *Server) Handler() http.Handler {
 	for _, o := range s.cfg.AllowedOrigins {
 		if err := cop.AddTrustedOrigin(o); err != nil {
 			s.logger.Warn("ALLOWED_ORIGINS entry ignored", "origin", o, "error", err)
+		}
+	}
+	if s.proxy != nil {
+		// Browser-based clients register, get and revoke tokens from any
+		// origin (the façade answers them with CORS): those endpoints take
+		// no cookie, so a cross-site POST can do nothing a script could not.
+		// The consent form, which rides on a cookie, stays refused.
+		for _, p := range []string{facadePaths.register, facadePaths.token, facadePaths.revoke} {
+			cop.AddInsecureBypassPattern(p)
 		}
 	}
 	return s.recoverHTTP(bodyDeadline(cop.Handler(mux), s.cfg.HTTP.BodyTimeout))
@@ -88,15 +100,36 @@ type tokenInfoKey struct{}
 // request facts to the MCP layer inside the request's TokenInfo.
 func (s *Server) authenticate(next http.Handler, ch authn.Challenge) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, raw, err := s.verifier.Authenticate(r)
+		id, raw, until, err := s.bearerCredential(r)
 		if err != nil {
 			ch.Write(w, err)
 			return
 		}
 		p := s.resolve(r.Context(), id, raw)
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tokenInfoKey{}, p.tokenInfo(r))))
+		ti := p.tokenInfo(r)
+		if !until.IsZero() && until.Before(ti.Expiration) {
+			// A proxy token ends before the Entra token it stands for: what
+			// it opened (an SSE stream) ends with it.
+			short := *ti
+			short.Expiration = until
+			ti = &short
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), tokenInfoKey{}, ti)))
 	})
 }
+
+// mountFacade serves the OAuth façade's endpoints on the MCP listener.
+func (s *Server) mountFacade(mux *http.ServeMux, endpoint string) {
+	h := limitBody(s.proxy.Handler(), oauthMaxBody)
+	p := facadePaths
+	for _, path := range []string{p.metadata, p.metadata + endpoint, p.jwks, p.register, p.authorize, p.consent, p.callback, p.token, p.revoke} {
+		mux.Handle(path, h)
+	}
+}
+
+// oauthMaxBody bounds a request to the OAuth façade: a registration, a
+// consent form or a token request is a few KiB at most.
+const oauthMaxBody = 64 << 10
 
 // limitBody refuses bodies over the limit before anything reads them.
 func limitBody(h http.Handler, max int64) http.Handler {
@@ -214,6 +247,10 @@ func (s *Server) endpointPath() string {
 // fullScopes are the required scopes as Entra names them for a client:
 // {App ID URI}/{scope}.
 func (s *Server) fullScopes() []string {
+	if s.proxy != nil {
+		// Clients that read the challenge ask the façade, in its names.
+		return s.proxy.Metadata().ScopesSupported
+	}
 	out := make([]string, 0, len(s.cfg.Azure.RequiredScopes))
 	for _, sc := range s.cfg.Azure.RequiredScopes {
 		if strings.Contains(sc, "://") {
@@ -225,7 +262,17 @@ func (s *Server) fullScopes() []string {
 	return out
 }
 
+// resourceMetadata is the RFC 9728 document. It names Entra as the
+// authorization server, or, with the OAuth proxy on, the proxy: clients
+// that log users in then register and authorize there. Callers that hold
+// Entra tokens do not read it, and keep working.
 func (s *Server) resourceMetadata(endpoint string) *oauthex.ProtectedResourceMetadata {
+	if s.proxy != nil {
+		m := s.proxy.Metadata()
+		m.Resource = s.cfg.Azure.BaseURL + endpoint
+		m.ResourceName = s.cfg.ServerName
+		return m
+	}
 	return &oauthex.ProtectedResourceMetadata{
 		Resource:               s.cfg.Azure.BaseURL + endpoint,
 		AuthorizationServers:   []string{s.cfg.Azure.AuthorityHost + "/" + s.cfg.Azure.TenantID + "/v2.0"},

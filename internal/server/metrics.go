@@ -17,6 +17,8 @@ type metrics struct {
 	decisions *prometheus.CounterVec
 	allowed   map[string]prometheus.Counter
 	denied    map[string]prometheus.Counter
+	// proxyTokens counts the OAuth proxy's tokens presented, by result.
+	proxyTokens *prometheus.CounterVec
 }
 
 // knownMethods get pre-made counters, so the hot path does no label hashing.
@@ -32,10 +34,11 @@ func newMetrics() *metrics {
 			Name: "mcpguard_policy_decisions_total",
 			Help: "Policy decisions on MCP requests, by method and result.",
 		}, []string{"method", "result"}),
-		allowed: map[string]prometheus.Counter{},
-		denied:  map[string]prometheus.Counter{},
+		allowed:     map[string]prometheus.Counter{},
+		denied:      map[string]prometheus.Counter{},
+		proxyTokens: newProxyTokenCounter(),
 	}
-	m.registry.MustRegister(m.decisions, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.registry.MustRegister(m.decisions, m.proxyTokens, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, method := range knownMethods {
 		m.allowed[method] = m.decisions.WithLabelValues(method, "allow")
 		m.denied[method] = m.decisions.WithLabelValues(method, "deny")

@@ -20,6 +20,7 @@ import (
 	"github.com/mcpguard/mcpguard/internal/config"
 	"github.com/mcpguard/mcpguard/internal/devidp"
 	"github.com/mcpguard/mcpguard/internal/exchange"
+	"github.com/mcpguard/mcpguard/internal/oauthproxy"
 	"github.com/mcpguard/mcpguard/internal/policy"
 	"github.com/mcpguard/mcpguard/internal/store"
 	"github.com/mcpguard/mcpguard/tools"
@@ -39,6 +40,10 @@ type Server struct {
 	catalog   *catalog
 	metrics   *metrics
 	transport string
+
+	// proxy is the OAuth façade interactive clients log in through; nil
+	// unless OAUTH_PROXY=true.
+	proxy authorizationServer
 
 	anonymous *principal
 	linted    chan struct{}
@@ -74,6 +79,10 @@ type Options struct {
 	Register func(*mcp.Server)
 	// Roles overrides the role source chosen by the configuration.
 	Roles exchange.Source
+	// OAuthProxy, when set, adjusts the OAuth proxy's configuration before
+	// the proxy is built (OAUTH_PROXY=true): tests let it fetch client
+	// metadata documents from a loopback server they trust.
+	OAuthProxy func(*oauthproxy.Config)
 }
 
 // New builds a server from a validated configuration. A policy that does not
@@ -111,6 +120,15 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 			return nil, err
 		}
 	}
+	if cfg.OAuthProxy.Enabled {
+		st, err := proxyStore(cfg, opts.Logger)
+		if err != nil {
+			return nil, err
+		}
+		if s.proxy, err = newAuthorizationServer(ctx, cfg, st, proxySigningKey(cfg, opts.Logger), opts); err != nil {
+			return nil, err
+		}
+	}
 
 	s.roles = opts.Roles
 	if s.roles == nil {
@@ -120,6 +138,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	}
 
 	s.metrics = newMetrics()
+	if c, ok := s.proxy.(interface{ Collector() prometheus.Collector }); ok {
+		s.metrics.registry.MustRegister(c.Collector())
+	}
 	if kc, ok := s.roles.(*exchange.Keycloak); ok {
 		s.metrics.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "mcpguard_keycloak_exchanges_total",
