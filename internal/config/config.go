@@ -124,6 +124,9 @@ type OAuthProxy struct {
 	// SessionTTL bounds one sign-in: its refresh tokens last at most this
 	// long from the login, however often they are used.
 	SessionTTL time.Duration
+	// RateLimit is how many registrations and authorization requests one
+	// client address may make a minute; 0: no limit.
+	RateLimit int
 }
 
 // HTTP bounds the connections of the HTTP transports, so that a client that
@@ -535,6 +538,7 @@ func FromSource(src Source) (*Config, error) {
 		AccessTokenTTL:  r.duration("OAUTH_ACCESS_TOKEN_TTL", 10*time.Minute),
 		RefreshTokenTTL: r.duration("OAUTH_REFRESH_TOKEN_TTL", 14*24*time.Hour),
 		SessionTTL:      r.duration("OAUTH_SESSION_TTL", 30*24*time.Hour),
+		RateLimit:       int(r.integer("OAUTH_RATE_LIMIT", 60, 0, 100000)),
 	}
 	for i, h := range c.OAuthProxy.RedirectHosts {
 		c.OAuthProxy.RedirectHosts[i] = strings.ToLower(h)

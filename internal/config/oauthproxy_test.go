@@ -179,3 +179,20 @@ func TestOAuthTokenLifetimes(t *testing.T) {
 		}
 	}
 }
+
+func TestOAuthRateLimit(t *testing.T) {
+	c, err := FromSource(from(proxyVars()))
+	if err != nil || c.OAuthProxy.RateLimit != 60 {
+		t.Fatalf("default: %v %v", c.OAuthProxy.RateLimit, err)
+	}
+	c, err = FromSource(from(proxyVars("OAUTH_RATE_LIMIT", "0")))
+	if err != nil || c.OAuthProxy.RateLimit != 0 {
+		t.Fatalf("0 (off): %v %v", c.OAuthProxy.RateLimit, err)
+	}
+	for _, bad := range []string{"-1", "many", "100001"} {
+		_, err := FromSource(from(proxyVars("OAUTH_RATE_LIMIT", bad)))
+		if problem(t, err, "OAUTH_RATE_LIMIT") == "" {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

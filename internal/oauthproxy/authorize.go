@@ -151,6 +151,9 @@ func errorParams(code, desc, state string) url.Values {
 // client as RFC 6749 §4.1.2.1 says.
 func (p *Proxy) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	if p.limited(w, r, true) {
+		return
+	}
 	q, err := singleValues(r.URL.Query())
 	if err != nil {
 		p.refuse(ctx, "invalid_request", err.Error())

@@ -150,6 +150,9 @@ const maxRedirectURIs = 10
 // 7591 §3.2.1 lets the server replace requested values) and no secret.
 func (p *Proxy) serveRegister(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
+	if p.limited(w, r, false) {
+		return
+	}
 	fail := func(code, desc string) {
 		p.refuse(ctx, "registration", desc)
 		writeJSON(w, http.StatusBadRequest, oauthError{Error: code, Description: desc})

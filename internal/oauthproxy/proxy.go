@@ -69,6 +69,10 @@ type Config struct {
 
 	// CIMD bounds the fetching of Client ID Metadata Documents.
 	CIMD CIMD
+
+	// RateLimit is how many registrations and authorization requests one
+	// client address may make a minute (OAUTH_RATE_LIMIT); zero: no limit.
+	RateLimit int
 }
 
 // Upstream is the identity provider the proxy signs users in with.
@@ -144,6 +148,7 @@ type Proxy struct {
 	now      func() time.Time
 
 	refusals *prometheus.CounterVec
+	limit    *limiter // nil: no limit
 	// resourcePath is the MCP endpoint's path, for path-suffixed metadata.
 	resourcePath string
 	secure       bool // cookies get Secure: the issuer is https
@@ -260,6 +265,7 @@ func New(ctx context.Context, cfg Config, st store.Store, logger *slog.Logger) (
 		}, []string{"reason"}),
 	}
 	p.cimd = p.newCIMDClient()
+	p.limit = newLimiter(cfg.RateLimit, func() time.Time { return p.now() })
 	return p, nil
 }
 

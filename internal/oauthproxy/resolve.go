@@ -104,6 +104,9 @@ func (p *Proxy) refreshUpstream(ctx context.Context, famID string, fam family, u
 			case <-time.After(100 * time.Millisecond):
 			}
 			if err := p.get(ctx, key(kindUpstream, famID), &ut); err != nil {
+				if errors.Is(err, ErrUnavailable) {
+					return "", err
+				}
 				return "", fmt.Errorf("%w: upstream tokens gone during refresh", ErrInvalidToken)
 			}
 		}
@@ -119,7 +122,7 @@ func (p *Proxy) refreshUpstream(ctx context.Context, famID string, fam family, u
 	if err != nil {
 		if errors.Is(err, errUpstreamGrant) {
 			p.refuse(ctx, "upstream_refresh", err.Error(), "client_id", fam.ClientID)
-			p.revokeFamily(ctx, famID, "upstream refresh refused")
+			_ = p.revokeFamily(ctx, famID, "upstream refresh refused") // refused either way; a failure is logged
 			return "", fmt.Errorf("%w: upstream sign-in ended", ErrInvalidToken)
 		}
 		p.logger.Warn("upstream refresh failed", "error", err, "client_id", fam.ClientID)

@@ -138,7 +138,7 @@ func (p *Proxy) redeemCode(ctx context.Context, clientID string, f map[string]st
 		return nil, errStore
 	}
 	if !won {
-		p.revokeFamily(ctx, rec.Family, "code reused")
+		_ = p.revokeFamily(ctx, rec.Family, "code reused") // refused either way; a failure is logged
 		return nil, grantError("code_reuse", "the code was already used; what it issued is revoked")
 	}
 	var terr *tokenError
@@ -152,7 +152,7 @@ func (p *Proxy) redeemCode(ctx context.Context, clientID string, f map[string]st
 	}
 	if terr != nil {
 		// The code is spent; the upstream tokens it held go with it.
-		p.revokeFamily(ctx, rec.Family, "code redemption refused")
+		_ = p.revokeFamily(ctx, rec.Family, "code redemption refused") // refused either way; a failure is logged
 		return nil, terr
 	}
 	var ut upstreamTokens
@@ -176,7 +176,7 @@ func (p *Proxy) redeemCode(ctx context.Context, clientID string, f map[string]st
 		p.del(ctx, key(kindUpstream, rec.Family))
 		return nil, grantError("code_reuse", "the sign-in was revoked")
 	}
-	return p.issue(ctx, rec.Family, fam, fam.Scopes)
+	return p.issue(ctx, rec.Family, fam)
 }
 
 // rotateRefresh is the refresh_token grant with rotation: each refresh token
@@ -194,18 +194,6 @@ func (p *Proxy) rotateRefresh(ctx context.Context, clientID string, f map[string
 	if !now.Before(rec.Expires) {
 		return nil, grantError("refresh_expired", "the refresh token expired")
 	}
-	won, err := p.claim(ctx, secretKey(kindRefreshUsed, rt), used{Family: rec.Family}, rec.Expires.Sub(now))
-	if err != nil {
-		return nil, errStore
-	}
-	if !won {
-		p.revokeFamily(ctx, rec.Family, "refresh token reused")
-		return nil, grantError("refresh_reuse", "the refresh token was already used; its sign-in is revoked")
-	}
-	if rec.ClientID != clientID {
-		p.revokeFamily(ctx, rec.Family, "refresh token presented by another client")
-		return nil, grantError("client_mismatch", "the refresh token was issued to another client")
-	}
 	var fam family
 	if err := p.get(ctx, key(kindFamily, rec.Family), &fam); err != nil || fam.Revoked || !now.Before(fam.Expires) {
 		if errors.Is(err, ErrUnavailable) {
@@ -213,20 +201,43 @@ func (p *Proxy) rotateRefresh(ctx context.Context, clientID string, f map[string
 		}
 		return nil, grantError("token_revoked", "the sign-in was revoked or ended")
 	}
-	scopes := fam.Scopes
+	// A refresh keeps the sign-in's scopes (checked before the token is
+	// spent). A narrower token is refused, not issued: requests are decided
+	// on the upstream Entra token, which carries every scope of the sign-in,
+	// so the narrowing would be a promise the policy does not keep.
 	if raw := f["scope"]; raw != "" {
 		asked, err := p.parseScopes(raw)
-		if err != nil || slices.ContainsFunc(asked, func(s string) bool { return !slices.Contains(fam.Scopes, s) }) {
-			return nil, &tokenError{status: http.StatusBadRequest, code: "invalid_scope", desc: "scope exceeds the original grant", reason: "scope"}
+		if err != nil || !sameScopes(asked, fam.Scopes) {
+			return nil, &tokenError{status: http.StatusBadRequest, code: "invalid_scope",
+				desc: "a refresh keeps the sign-in's scopes (" + strings.Join(fam.Scopes, " ") + "); sign in again for others", reason: "scope"}
 		}
-		scopes = asked
 	}
-	return p.issue(ctx, rec.Family, fam, scopes)
+	won, err := p.claim(ctx, secretKey(kindRefreshUsed, rt), used{Family: rec.Family}, rec.Expires.Sub(now))
+	if err != nil {
+		return nil, errStore
+	}
+	if !won {
+		_ = p.revokeFamily(ctx, rec.Family, "refresh token reused") // refused either way; a failure is logged
+		return nil, grantError("refresh_reuse", "the refresh token was already used; its sign-in is revoked")
+	}
+	if rec.ClientID != clientID {
+		_ = p.revokeFamily(ctx, rec.Family, "refresh token presented by another client") // refused either way; a failure is logged
+		return nil, grantError("client_mismatch", "the refresh token was issued to another client")
+	}
+	// Read again after the claim: a revocation may have landed in between.
+	if err := p.get(ctx, key(kindFamily, rec.Family), &fam); err != nil || fam.Revoked || !now.Before(fam.Expires) {
+		if errors.Is(err, ErrUnavailable) {
+			return nil, errStore
+		}
+		return nil, grantError("token_revoked", "the sign-in was revoked or ended")
+	}
+	return p.issue(ctx, rec.Family, fam)
 }
 
-// issue mints an access token and a fresh refresh token of the family. The
-// refresh token carries the family's scopes; the access token those asked.
-func (p *Proxy) issue(ctx context.Context, famID string, fam family, scopes []string) (*tokenResponse, *tokenError) {
+// issue mints an access token and a fresh refresh token of the family, for
+// the family's scopes.
+func (p *Proxy) issue(ctx context.Context, famID string, fam family) (*tokenResponse, *tokenError) {
+	scopes := fam.Scopes
 	now := p.now()
 	left := fam.Expires.Sub(now)
 	atl := min(p.cfg.AccessTokenTTL, left)
@@ -249,6 +260,11 @@ func (p *Proxy) issue(ctx context.Context, famID string, fam family, scopes []st
 	}, nil
 }
 
+// sameScopes: a and b name the same scopes, in any order.
+func sameScopes(a, b []string) bool {
+	return len(a) == len(b) && !slices.ContainsFunc(a, func(s string) bool { return !slices.Contains(b, s) })
+}
+
 // pkceMatches checks an RFC 7636 verifier against an S256 challenge.
 func pkceMatches(verifier, challenge string) bool {
 	if len(verifier) < 43 || len(verifier) > 128 {
@@ -265,10 +281,11 @@ func pkceMatches(verifier, challenge string) bool {
 
 // revokeFamily ends a sign-in: the family is written as revoked (kept as
 // long as any of its tokens could live, and never re-created), and its
-// upstream tokens are deleted.
-func (p *Proxy) revokeFamily(ctx context.Context, famID, why string) {
+// upstream tokens are deleted. It returns an error (ErrUnavailable) when
+// the revocation could not be stored: the sign-in may still be live.
+func (p *Proxy) revokeFamily(ctx context.Context, famID, why string) error {
 	if famID == "" {
-		return
+		return nil
 	}
 	var fam family
 	if err := p.get(ctx, key(kindFamily, famID), &fam); err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -276,10 +293,12 @@ func (p *Proxy) revokeFamily(ctx context.Context, famID, why string) {
 	}
 	fam.Revoked = true
 	if err := p.put(ctx, key(kindFamily, famID), fam, p.cfg.SessionTTL); err != nil {
-		p.logger.Error("revocation not stored", "family", famID, "error", err)
+		p.logger.Error("revocation not stored", "family", famID, "why", why, "error", err)
+		return err
 	}
 	p.del(ctx, key(kindUpstream, famID))
 	p.logger.Warn("oauth sign-in revoked", "family", famID, "client_id", fam.ClientID, "why", why)
+	return nil
 }
 
 // serveRevoke is RFC 7009: a refresh token revokes its family, an access
@@ -301,7 +320,11 @@ func (p *Proxy) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	switch err := p.get(ctx, secretKey(kindRefresh, tok), &rec); {
 	case err == nil && tok != "":
 		if mine(rec.ClientID) {
-			p.revokeFamily(ctx, rec.Family, "refresh token revoked by the client")
+			// RFC 7009 §2.2.1: a revocation that did not happen is no 200.
+			if err := p.revokeFamily(ctx, rec.Family, "refresh token revoked by the client"); err != nil {
+				writeJSON(w, http.StatusServiceUnavailable, oauthError{Error: "temporarily_unavailable"})
+				return
+			}
 		}
 	case errors.Is(err, ErrUnavailable):
 		writeJSON(w, http.StatusServiceUnavailable, oauthError{Error: "temporarily_unavailable"})

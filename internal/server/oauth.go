@@ -82,6 +82,7 @@ func newAuthorizationServer(ctx context.Context, cfg *config.Config, st store.St
 		AccessTokenTTL:  cfg.OAuthProxy.AccessTokenTTL,
 		RefreshTokenTTL: cfg.OAuthProxy.RefreshTokenTTL,
 		SessionTTL:      cfg.OAuthProxy.SessionTTL,
+		RateLimit:       cfg.OAuthProxy.RateLimit,
 	}
 	if opts.OAuthProxy != nil {
 		opts.OAuthProxy(&pc)
@@ -100,8 +101,12 @@ func newAuthorizationServer(ctx context.Context, cfg *config.Config, st store.St
 // code written to memory while Redis is down would be undone when Redis
 // answers again (the old record is still there), so a Redis outage refuses
 // logins and proxy tokens instead.
+//
+// In memory, a full store refuses new records (503) rather than dropping
+// live ones: a flood of registrations must not make it forget a spent code,
+// a used refresh token or a revocation.
 func proxyStore(cfg *config.Config, logger *slog.Logger) (store.Store, error) {
-	var st store.Store = store.NewMemory(100000)
+	var st store.Store = store.NewRecords(proxyMemoryRecords)
 	if cfg.Redis.URL != "" || cfg.Redis.Host != "" {
 		var addrs []string
 		if cfg.Redis.Host != "" {
@@ -128,6 +133,9 @@ func proxyStore(cfg *config.Config, logger *slog.Logger) (store.Store, error) {
 	}
 	return store.NewEncrypted(st, keys)
 }
+
+// proxyMemoryRecords bounds the façade's memory store (no Redis) in records.
+const proxyMemoryRecords = 100000
 
 // proxySigningKey is JWT_SIGNING_KEY, or in development, when it is unset,
 // a key made up for this process.

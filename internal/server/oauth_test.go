@@ -547,6 +547,34 @@ func TestProxyStoreHasNoMemoryFallback(t *testing.T) {
 	}
 }
 
+// Without Redis the façade's store never drops a live record to make room:
+// an unauthenticated flood (registrations, authorization requests) that
+// fills it gets refusals, and every spent code, used refresh token and
+// revocation written before stays. (It was a cache that dropped random
+// live entries when full: the flood made it forget revocations.)
+func TestProxyMemoryStoreForgetsNothingWhenFull(t *testing.T) {
+	cfg := *newProtected(t, nil).s.cfg
+	cfg.StorageEncryptionKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+	st, err := proxyStore(&cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i := range proxyMemoryRecords {
+		if err := st.Set(ctx, "k"+strconv.Itoa(i), []byte("v"), time.Hour); err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+	}
+	if err := st.Set(ctx, "one-too-many", []byte("v"), time.Hour); !errors.Is(err, store.ErrFull) {
+		t.Fatalf("a write to the full store: %v, want store.ErrFull", err)
+	}
+	for i := range proxyMemoryRecords {
+		if _, err := st.Get(ctx, "k"+strconv.Itoa(i)); err != nil {
+			t.Fatalf("record %d was dropped: %v", i, err)
+		}
+	}
+}
+
 func mustAtoi(t *testing.T, s string) int {
 	t.Helper()
 	n, err := strconv.Atoi(s)

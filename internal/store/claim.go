@@ -33,8 +33,8 @@ func (m *Memory) SetNX(_ context.Context, key string, value []byte, ttl time.Dur
 	if e, ok := m.data[key]; ok && now.Before(e.until) {
 		return false, nil
 	}
-	if len(m.data) >= m.max {
-		m.evict(now)
+	if err := m.room(key, now); err != nil {
+		return false, err
 	}
 	m.data[key] = memEntry{value: value, until: now.Add(ttl)}
 	return true, nil

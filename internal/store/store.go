@@ -21,12 +21,18 @@ type Store interface {
 	Delete(ctx context.Context, key string) error
 }
 
+// ErrFull: a Records store holds as many live values as it may; nothing
+// was written.
+var ErrFull = errors.New("store: full")
+
 // Memory is an in-process Store, bounded in entries.
 type Memory struct {
 	mu   sync.RWMutex
 	max  int
 	data map[string]memEntry
 	now  func() time.Time
+	// keep: never drop a live value to make room (NewRecords).
+	keep bool
 }
 
 type memEntry struct {
@@ -40,6 +46,16 @@ func NewMemory(max int) *Memory {
 		max = 10000
 	}
 	return &Memory{max: max, data: map[string]memEntry{}, now: time.Now}
+}
+
+// NewRecords returns a Memory store for values that must not be lost before
+// they expire (spent codes, revocations): when max live values are held, a
+// new key is refused with ErrFull instead of dropping others to make room,
+// as a cache (NewMemory) does. Whoever fills it cannot make it forget.
+func NewRecords(max int) *Memory {
+	m := NewMemory(max)
+	m.keep = true
+	return m
 }
 
 // Get implements Store.
@@ -61,19 +77,38 @@ func (m *Memory) Set(_ context.Context, key string, value []byte, ttl time.Durat
 	now := m.now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if len(m.data) >= m.max {
-		m.evict(now)
+	if err := m.room(key, now); err != nil {
+		return err
 	}
 	m.data[key] = memEntry{value: value, until: now.Add(ttl)}
 	return nil
 }
 
-// evict drops expired entries, then random ones (map order) down to 3/4 full.
+// room makes room for key; m.mu is held.
+func (m *Memory) room(key string, now time.Time) error {
+	if len(m.data) < m.max {
+		return nil
+	}
+	if _, ok := m.data[key]; ok {
+		return nil // replaced, not added
+	}
+	m.evict(now)
+	if len(m.data) >= m.max {
+		return ErrFull
+	}
+	return nil
+}
+
+// evict drops expired entries, then (unless the store keeps live values)
+// random ones (map order) down to 3/4 full.
 func (m *Memory) evict(now time.Time) {
 	for k, e := range m.data {
 		if !now.Before(e.until) {
 			delete(m.data, k)
 		}
+	}
+	if m.keep {
+		return
 	}
 	for k := range m.data {
 		if len(m.data) < m.max*3/4 {
