@@ -239,6 +239,11 @@ func TestOtherTokensGoToTheVerifier(t *testing.T) {
 	if f.calls() != 1 || len(roles.seen()) != 1 || roles.seen()[0] != entra {
 		t.Fatalf("resolves %d, roles handed %d tokens", f.calls(), len(roles.seen()))
 	}
+	// Verified once, it is answered from the verifier's cache: the façade
+	// is not asked again (a proxy token never enters that cache).
+	if rec := p.post(t, "/mcp", entra, callBody("open"), nil); !calledOK(rec) || f.calls() != 1 {
+		t.Fatalf("the Entra token again: %d, resolves %d", rec.Code, f.calls())
+	}
 	rec := p.post(t, "/mcp", "not-a-token", callBody("open"), nil)
 	if rec.Code != http.StatusUnauthorized || !strings.Contains(rec.Header().Get("WWW-Authenticate"), "invalid_token") {
 		t.Fatalf("garbage: %d %q", rec.Code, rec.Header().Get("WWW-Authenticate"))
