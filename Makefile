@@ -123,6 +123,24 @@ bench: deps ## the figures in docs/PERFORMANCE.md (about 12 minutes)
 	$(GO) test -run '^$$' -bench 'ToolsList' -benchtime 6x -count 2 ./test/
 	$(GO) test -run '^$$' -bench 'Handler' -benchmem -benchtime 3s -count 2 ./test/
 
+# A signed OPA bundle of policies/ (tests included: a replica runs them before
+# it activates the bundle), for OPA_CONFIG or POLICY_BUNDLE_URL. The private
+# key is a PEM file (docs/POLICIES.md: openssl genpkey); the servers hold the
+# public half (POLICY_BUNDLE_PUBLIC_KEY). The revision names the policy in
+# decision logs and on /metrics.
+BUNDLE             ?= bin/bundle.tar.gz
+BUNDLE_SIGNING_KEY ?= bundle-signing.key.pem
+BUNDLE_SIGNING_ALG ?= RS256
+BUNDLE_REVISION    ?= $(shell git describe --always --dirty 2>/dev/null || date -u +%Y%m%dT%H%M%SZ)
+.PHONY: bundle
+bundle:
+	@test -f '$(BUNDLE_SIGNING_KEY)' || { echo "no signing key $(BUNDLE_SIGNING_KEY) (BUNDLE_SIGNING_KEY=file): see docs/POLICIES.md"; exit 2; }
+	$(GO) run ./cmd/mcpguard policy test --policy-dir policies
+	@mkdir -p $(dir $(BUNDLE))
+	$(GO) tool opa build --bundle policies/ --signing-key '$(BUNDLE_SIGNING_KEY)' --signing-alg $(BUNDLE_SIGNING_ALG) \
+		--revision '$(BUNDLE_REVISION)' -o $(BUNDLE)
+	@echo "$(BUNDLE): revision $(BUNDLE_REVISION), signed with $(BUNDLE_SIGNING_KEY) ($(BUNDLE_SIGNING_ALG))"
+
 docker:
 	docker build --target production -t mcpguard:latest .
 

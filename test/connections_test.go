@@ -390,7 +390,8 @@ func TestSSEStreamOutlivesTimeouts(t *testing.T) {
 }
 
 // /metrics is not on the MCP listener; it is on the metrics listener, which
-// serves nothing else and only to requests addressed by IP or localhost.
+// serves nothing else but the probes (/healthz, /readyz), and only to
+// requests addressed by IP or localhost. The probes answer on both.
 func TestMetricsOnTheirOwnListener(t *testing.T) {
 	e := start(t, startIssuer(t), nil)
 	res, err := http.Get(e.Base + "/metrics")
@@ -422,10 +423,18 @@ func TestMetricsOnTheirOwnListener(t *testing.T) {
 	if code, _ := get(metrics+"/metrics", "rebound.attacker.example:9464"); code != http.StatusForbidden {
 		t.Fatalf("metrics for a DNS name (rebinding): %d", code)
 	}
-	for _, path := range []string{"/healthz", "/mcp", "/.well-known/oauth-protected-resource"} {
+	for _, path := range []string{"/mcp", "/.well-known/oauth-protected-resource", "/authorize", "/token"} {
 		if code, _ := get(metrics+path, ""); code != http.StatusNotFound {
 			t.Fatalf("%s on the metrics listener: %d", path, code)
 		}
+	}
+	for _, url := range []string{metrics + "/healthz", metrics + "/readyz", base + "/readyz"} {
+		if code, b := get(url, ""); code != http.StatusOK || !strings.Contains(b, `"status":`) {
+			t.Fatalf("%s: %d %s", url, code, b)
+		}
+	}
+	if code, _ := get(metrics+"/readyz", "rebound.attacker.example:9464"); code != http.StatusForbidden {
+		t.Fatalf("/readyz on the metrics listener for a DNS name (rebinding): %d", code)
 	}
 	if code, _ := get(base+"/metrics", ""); code != http.StatusNotFound {
 		t.Fatalf("/metrics on the served MCP listener: %d", code)

@@ -138,6 +138,8 @@ func policyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return policyInput(ctx, args, stdout, stderr)
 	case "catalog":
 		return policyCatalog(ctx, args, stdout)
+	case "replay":
+		return policyReplay(ctx, args, stdout, stderr)
 	}
 	return &usageError{msg: fmt.Sprintf("policy: unknown command %q", sub), usage: policyUsage}
 }

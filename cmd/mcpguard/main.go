@@ -149,6 +149,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer closeServer(srv, logger)
+	stopPolicyOps, err := startPolicyOps(ctx, srv.Engine(), cfg, logger)
+	if err != nil {
+		return err
+	}
+	defer stopPolicyOps()
 	if cfg.Transport == config.TransportStdio {
 		logger.Info("serving MCP on stdio", "policy_dir", cfg.PolicyDir, "auth", cfg.EnableAuth)
 		if err := srv.RunStdio(ctx); err != nil && (ctx.Err() == nil || !errors.Is(err, context.Canceled)) {
@@ -171,12 +177,32 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	logger.Info("mcpguard listening", "addr", ln.Addr().String(), "endpoint", cfg.ResourceURL(), "transport", cfg.Transport,
 		"stateless", cfg.Stateless, "auth", cfg.EnableAuth, "role_source", cfg.RoleSource, "policy_dir", cfg.PolicyDir, "dev_idp", cfg.Dev.Enabled,
-		"oauth_proxy", cfg.OAuthProxy.Enabled, "metrics", metricsAddr)
+		"oauth_proxy", cfg.OAuthProxy.Enabled, "metrics", metricsAddr, "traces", tracesTo(cfg))
 	if err := srv.Serve(ctx, ln, mln); err != nil {
 		return err
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// tracesTo says where spans go: the OTLP endpoint (it holds no credential:
+// config refuses one), or off.
+func tracesTo(cfg *config.Config) string {
+	if cfg.Tracing.Endpoint == "" {
+		return "off"
+	}
+	return cfg.Tracing.Endpoint
+}
+
+// closeServer sends the traces still batched and closes what the server
+// opened, within a bound of its own: the shutdown may have spent
+// SHUTDOWN_TIMEOUT already.
+func closeServer(srv *server.Server, logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Close(ctx); err != nil {
+		logger.Warn("closing the server", "error", err)
+	}
 }
 
 // startDevIDP serves the embedded Entra-shaped issuer on its loopback address.

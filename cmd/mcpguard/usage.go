@@ -41,6 +41,7 @@ commands:
   catalog   print the registered tools, resources, templates and prompts as JSON
   lint      find what the policies do silently wrong
   roles     print a roles registry (data.mcp.roles) from a roles file or realm export
+  replay    decide a logged decision again (a decision log line) and show what differs
 
 Each reads the policy folder --policy-dir (default policies).
 Run mcpguard policy <command> --help for its flags.

@@ -35,6 +35,8 @@ type KeySet struct {
 	// gen counts the key sets fetched, so a holder of something verified
 	// with an earlier set knows to ask whether its key is still published.
 	gen atomic.Uint64
+	// failures counts the fetches that failed, for metrics.
+	failures atomic.Int64
 }
 
 // Generation changes whenever a fetched key set replaces the current one.
@@ -116,6 +118,7 @@ func (ks *KeySet) refresh(ctx context.Context, now time.Time, first bool) (jwk.S
 	ks.lastAttempt = now
 	fresh, err := ks.fetch(ctx)
 	if err != nil {
+		ks.failures.Add(1)
 		return set, err
 	}
 	ks.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwt"
@@ -59,6 +60,8 @@ type Verifier struct {
 	keys *KeySet
 
 	cache *tokenCache
+	// hits and misses count the cache's answers, for metrics.
+	hits, misses atomic.Int64
 }
 
 // NewVerifier returns a Verifier. Keys are fetched on first use.
@@ -100,8 +103,10 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Identity, error) {
 	now := v.now()
 	v.keys.RefreshIfStale(ctx, now)
 	if id := v.cache.get(key, now); id != nil && v.stillPublished(id) {
+		v.hits.Add(1)
 		return id, nil
 	}
+	v.misses.Add(1)
 	id, err := v.verify(ctx, raw, now)
 	if err != nil {
 		return nil, err

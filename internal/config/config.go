@@ -67,6 +67,8 @@ type Config struct {
 	HTTP HTTP
 	// MetricsAddr is the listen address of /metrics; empty: not served.
 	MetricsAddr string
+	// Tracing sends a span per MCP request to an OpenTelemetry collector.
+	Tracing Tracing
 
 	EnableAuth bool
 	// StdioAccessToken authenticates the stdio transport's one caller.
@@ -80,6 +82,9 @@ type Config struct {
 	// (`mcpguard policy lint`): a rule or data file the server never reads,
 	// a veto that always fires, a tool no rule allows, an unknown role.
 	PolicyStrict bool
+	// PolicyOps says how the policy in force changes while the server
+	// runs: folder reloads, OPA bundles, decision logs.
+	PolicyOps PolicyOps
 	// ListCacheTTL is how long a caller's filtered list is reused within a
 	// session (0: evaluate every list). Calls are always decided afresh.
 	ListCacheTTL time.Duration
@@ -143,6 +148,37 @@ type HTTP struct {
 	MaxConnections int
 	// ShutdownTimeout is how long requests in flight may finish at shutdown.
 	ShutdownTimeout time.Duration
+}
+
+// PolicyOps configures OPA's management plane and the reloads of POLICY_DIR.
+type PolicyOps struct {
+	// Watch reloads POLICY_DIR when its files change (POLICY_WATCH).
+	Watch bool
+	// OPAConfig is an OPA configuration file: services, bundles and their
+	// signing keys, decision_logs, status (OPA_CONFIG).
+	OPAConfig string
+	// BundleURL is the shortcut for one signed, persisted bundle
+	// (POLICY_BUNDLE_URL); BundlePublicKey is the PEM file of the key that
+	// verifies it (POLICY_BUNDLE_PUBLIC_KEY); PersistDir is where the last
+	// good bundle is kept (POLICY_PERSIST_DIR).
+	BundleURL       string
+	BundlePublicKey string
+	PersistDir      string
+	// DecisionLogs is "console" to print every decision on OPA's console
+	// decision log, or "off" (DECISION_LOGS); OPA_CONFIG's decision_logs
+	// section configures remote services.
+	DecisionLogs string
+}
+
+// Tracing configures the OpenTelemetry traces: off unless Endpoint is set.
+type Tracing struct {
+	// Endpoint is the OTLP collector's URL (OTEL_EXPORTER_OTLP_ENDPOINT).
+	Endpoint string
+	// Protocol is http/protobuf or grpc (OTEL_EXPORTER_OTLP_PROTOCOL).
+	Protocol string
+	// SampleRatio is the share of requests traced, from 0 to 1
+	// (OTEL_TRACES_SAMPLER_ARG); a caller's own sampling flag is not obeyed.
+	SampleRatio float64
 }
 
 // Azure is the Entra ID resource-server configuration.
@@ -446,6 +482,14 @@ func FromSource(src Source) (*Config, error) {
 	// (a veto in the wrong package never refuses): in production, refuse to
 	// start on it rather than serve it.
 	c.PolicyStrict = r.boolean("POLICY_STRICT", c.Environment == "production")
+	c.PolicyOps = PolicyOps{
+		Watch:           r.boolean("POLICY_WATCH", true),
+		OPAConfig:       r.str("OPA_CONFIG", ""),
+		BundleURL:       r.str("POLICY_BUNDLE_URL", ""),
+		BundlePublicKey: r.str("POLICY_BUNDLE_PUBLIC_KEY", ""),
+		PersistDir:      r.str("POLICY_PERSIST_DIR", ""),
+		DecisionLogs:    r.oneOf("DECISION_LOGS", "off", "off", "console"),
+	}
 	c.HTTP = HTTP{
 		ReadHeaderTimeout: r.duration("HTTP_READ_HEADER_TIMEOUT", 10*time.Second),
 		BodyTimeout:       r.duration("HTTP_BODY_TIMEOUT", 30*time.Second),
@@ -458,6 +502,19 @@ func FromSource(src Source) (*Config, error) {
 	c.MetricsAddr = r.str("METRICS_ADDR", "127.0.0.1:9464")
 	if strings.EqualFold(c.MetricsAddr, "off") {
 		c.MetricsAddr = ""
+	}
+	c.Tracing = Tracing{
+		Endpoint: r.str("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+		Protocol: r.oneOf("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", "http/protobuf", "grpc"),
+	}
+	if v := r.str("OTEL_TRACES_SAMPLER_ARG", "1"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 || f > 1 {
+			r.fail("OTEL_TRACES_SAMPLER_ARG", "%q is not a ratio from 0 to 1", v)
+		}
+		c.Tracing.SampleRatio = f
+	} else {
+		c.Tracing.SampleRatio = 1
 	}
 	c.Dev = Dev{
 		Enabled: r.boolean("DEV_IDP", false),
@@ -595,6 +652,7 @@ func (c *Config) validate(r *reader) {
 	if c.PolicyDir == "" {
 		r.fail("POLICY_DIR", "must name the folder of Rego policies")
 	}
+	checkPolicyOps(r, &c.PolicyOps)
 	for _, t := range []struct {
 		name string
 		d    time.Duration
@@ -610,6 +668,14 @@ func (c *Config) validate(r *reader) {
 			r.fail("METRICS_ADDR", "%q is not a host:port (or off)", c.MetricsAddr)
 		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 			r.fail("METRICS_ADDR", "%q: the port must be a number from 0 to 65535", c.MetricsAddr)
+		}
+	}
+	if c.HTTP.ShutdownTimeout < 0 {
+		r.fail("SHUTDOWN_TIMEOUT", "must not be negative")
+	}
+	if e := c.Tracing.Endpoint; e != "" {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+			r.fail("OTEL_EXPORTER_OTLP_ENDPOINT", "must be an http(s) URL of the OTLP collector without credentials, such as http://otel-collector:4318")
 		}
 	}
 	if c.PolicyTimeout <= 0 {
@@ -773,3 +839,43 @@ func (c *Config) Addr() string { return net.JoinHostPort(c.Host, strconv.Itoa(c.
 
 // ResourceURL is the MCP endpoint's public URL, the protected resource's identifier.
 func (c *Config) ResourceURL() string { return c.Azure.BaseURL + "/mcp" }
+
+// checkPolicyOps validates the settings of the policy's management plane:
+// one source of bundles, files that can be read, a bundle only with the key
+// that verifies it.
+func checkPolicyOps(r *reader, p *PolicyOps) {
+	readable := func(name, path string) {
+		if f, err := os.Open(path); err != nil {
+			r.fail(name, "%v", err)
+		} else {
+			_ = f.Close()
+		}
+	}
+	if p.OPAConfig != "" {
+		readable("OPA_CONFIG", p.OPAConfig)
+		if p.BundleURL != "" {
+			r.fail("POLICY_BUNDLE_URL", "cannot be used with OPA_CONFIG: name the bundle in the OPA configuration")
+		}
+		if p.PersistDir != "" {
+			r.fail("POLICY_PERSIST_DIR", "cannot be used with OPA_CONFIG: set persistence_directory in the OPA configuration")
+		}
+	}
+	if p.BundleURL != "" {
+		if u, err := url.Parse(p.BundleURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			r.fail("POLICY_BUNDLE_URL", "%q is not an http(s) URL", p.BundleURL)
+		}
+		if p.BundlePublicKey == "" {
+			r.fail("POLICY_BUNDLE_PUBLIC_KEY", "required with POLICY_BUNDLE_URL: bundles are verified, never taken unsigned")
+		}
+	}
+	if p.BundlePublicKey != "" {
+		if p.BundleURL == "" {
+			r.fail("POLICY_BUNDLE_PUBLIC_KEY", "is the key of POLICY_BUNDLE_URL, which is not set (with OPA_CONFIG, put keys in the configuration)")
+		} else {
+			readable("POLICY_BUNDLE_PUBLIC_KEY", p.BundlePublicKey)
+		}
+	}
+	if p.PersistDir != "" && p.BundleURL == "" && p.OPAConfig == "" {
+		r.fail("POLICY_PERSIST_DIR", "is where POLICY_BUNDLE_URL's bundle is kept, which is not set")
+	}
+}

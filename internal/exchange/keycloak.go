@@ -65,6 +65,9 @@ type KeycloakConfig struct {
 	// (default 30 s, never past the token's expiry).
 	RefusalTTL time.Duration
 	HTTPClient *http.Client
+	// OnExchange, when set, is told how long each request to Keycloak's
+	// token endpoint took and how it ended (metrics).
+	OnExchange func(elapsed time.Duration, err error)
 }
 
 // Keycloak is the role source that exchanges the caller's verified Entra
@@ -93,8 +96,10 @@ type Keycloak struct {
 	local   map[[32]byte]*result
 	noLocal bool // benchmarks measure the store alone
 
-	exchanges atomic.Int64
-	refusals  atomic.Int64
+	exchanges   atomic.Int64
+	refusals    atomic.Int64
+	cacheHits   atomic.Int64
+	cacheMisses atomic.Int64
 	// downUntil (unix nanoseconds): after an exchange found Keycloak
 	// unavailable, or refusing mcpguard itself, further exchanges fail fast
 	// until then instead of queueing against a server that will say the same.
@@ -213,13 +218,16 @@ func (k *Keycloak) Resolve(ctx context.Context, id *authn.Identity, token string
 		return nil, refused("", "the Entra token expires within %s: not exchanged", k.cfg.Skew)
 	}
 	if r := k.fromLocal(id.Key, now); r != nil {
+		k.cacheHits.Add(1)
 		return k.answer(r)
 	}
 	key := k.cacheKey(id.Key)
 	if r := k.fromCache(ctx, key, now); r != nil {
+		k.cacheHits.Add(1)
 		k.toLocal(id.Key, r)
 		return k.answer(r)
 	}
+	k.cacheMisses.Add(1)
 	v, err, _ := k.flight.Do(key, func() (any, error) {
 		if r := k.fromCache(ctx, key, k.now()); r != nil {
 			return r, nil
@@ -393,8 +401,12 @@ func (k *Keycloak) exchange(ctx context.Context, id *authn.Identity, token strin
 		}
 		actx, cancel := context.WithTimeout(ctx, k.cfg.Timeout)
 		k.exchanges.Add(1)
+		began := time.Now()
 		tok, err := cc.Token(actx)
 		cancel()
+		if k.cfg.OnExchange != nil {
+			k.cfg.OnExchange(time.Since(began), err)
+		}
 		if err == nil {
 			return k.authorization(ctx, tok.AccessToken, id)
 		}

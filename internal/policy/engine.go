@@ -5,8 +5,15 @@
 // (data.mcpguard.allow), why not (data.mcpguard.decision), and which list
 // items may this caller see (data.mcpguard.visible). The decision module
 // composes fixed guards with the folder's permissions (package mcp.authz).
-// It knows no transport and fetches nothing. Undefined results, errors and
-// timeouts deny.
+// Undefined results, errors and timeouts deny.
+//
+// The policy in force changes without a restart: a folder is reloaded when
+// its files change (or on Reload), and OPA's own plugin manager, when an OPA
+// configuration is given, activates signed bundles and receives the decision
+// logs. Every change is compiled strictly and passes its own tests before it
+// is swapped in, atomically: a change that fails leaves the last good policy
+// in force. The engine knows no transport; what it fetches, OPA's bundle
+// plugin fetches.
 package policy
 
 import (
@@ -14,12 +21,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/server"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
@@ -55,14 +64,41 @@ type Reason struct {
 	Detail  string `json:"detail"`
 }
 
-// Engine evaluates the policies of one folder. It is safe for concurrent use;
-// Reload swaps the compiled policies atomically.
+// Engine evaluates the policies of one folder, or of the bundles OPA's
+// bundle plugin activates. It is safe for concurrent use; a new policy is
+// swapped in atomically, and every decision is made by one policy whole.
 type Engine struct {
 	dir     string
 	timeout time.Duration
 	logger  *slog.Logger
 	current atomic.Pointer[compiled]
 	ids     idSource
+
+	// tests runs the policy's own tests before any policy is swapped in;
+	// without it only changes made while running are tested.
+	tests bool
+	mgmt  *Management
+	// fromBundles is set when the policy comes from OPA's bundle plugin,
+	// which then alone changes it; the folder is not read.
+	fromBundles bool
+	// static is an engine made from a bundle file (OpenBundle).
+	static      bool
+	watching    atomic.Bool
+	generations atomic.Uint64
+	opa         *opaPlane
+	dlog        *decisionLog
+	status      status
+	// reloadMu serialises folder reloads: two at once could swap in the
+	// older read last.
+	reloadMu sync.Mutex
+	// first is closed when the first policy is swapped in.
+	first     chan struct{}
+	firstOnce sync.Once
+	// bg lives as long as the engine: the watcher and OPA's plugins run
+	// under it, not under the context New was given.
+	bg     context.Context
+	stopBG context.CancelFunc
+	closed sync.Once
 }
 
 type compiled struct {
@@ -70,11 +106,20 @@ type compiled struct {
 	store    storage.Store
 	// txn is one read transaction shared by every evaluation: the store is
 	// never written, and an in-memory read is stateless, so opening one per
-	// evaluation would only cost time.
+	// evaluation would only cost time. The store is the engine's own, never
+	// OPA's plugin manager's, whose bundle activations write.
 	txn      storage.Transaction
 	allow    rego.PreparedEvalQuery
 	decision rego.PreparedEvalQuery
 	visible  rego.PreparedEvalQuery
+	// loaded is the served policy as compiled (for the lint).
+	loaded *Loaded
+	// revision names this policy; bundles are the revisions of the
+	// bundles it was made of (none for a folder), as decision logs say.
+	revision string
+	bundles  map[string]server.BundleInfo
+	// generation numbers the policies an engine swaps in, from 1.
+	generation uint64
 }
 
 // Option configures an Engine.
@@ -83,49 +128,186 @@ type Option func(*Engine)
 // WithTimeout bounds one evaluation; past it the request is denied.
 func WithTimeout(d time.Duration) Option { return func(e *Engine) { e.timeout = d } }
 
-// WithLogger sets where decisions that deny or fail are logged.
+// WithLogger sets where decisions that deny or fail, and policy changes, are
+// logged.
 func WithLogger(l *slog.Logger) Option { return func(e *Engine) { e.logger = l } }
 
-// New loads and compiles the policies in dir. A policy that does not parse or
-// compile is an error naming the file and line.
+// WithPolicyTests makes the policy's own tests (its *_test.rego) a condition
+// of every policy swapped in, the first included. Without it the first
+// folder is only compiled (its tests are CI's) and later changes are tested.
+func WithPolicyTests(on bool) Option { return func(e *Engine) { e.tests = on } }
+
+// WithManagement runs OPA's plugin manager with the configuration m: bundles
+// (which then replace the folder), decision logs, status reports.
+func WithManagement(m Management) Option { return func(e *Engine) { e.mgmt = &m } }
+
+// defaultTimeout bounds one evaluation unless WithTimeout says otherwise.
+const defaultTimeout = 100 * time.Millisecond
+
+var discardLogger = slog.New(slog.DiscardHandler)
+
+// ErrNoPolicy is the error of a decision made before any policy is in force:
+// it denies.
+var ErrNoPolicy = errors.New("no policy is in force")
+
+// New loads and compiles the policies in dir, or, with a management
+// configuration that names bundles, waits for the first bundle to be
+// activated (from OPA's persistence directory, or downloaded). A policy that
+// does not parse or compile is an error naming the file and line. Close
+// stops what New started.
 func New(ctx context.Context, dir string, opts ...Option) (*Engine, error) {
-	e := &Engine{dir: dir, timeout: 100 * time.Millisecond, logger: slog.New(slog.DiscardHandler)}
+	e := &Engine{dir: dir, timeout: defaultTimeout, logger: discardLogger, first: make(chan struct{})}
 	e.ids.prefix = newIDPrefix()
 	for _, o := range opts {
 		o(e)
 	}
-	if err := e.Reload(ctx); err != nil {
+	e.bg, e.stopBG = context.WithCancel(context.WithoutCancel(ctx))
+	if e.mgmt != nil {
+		if err := e.startOPA(ctx); err != nil {
+			e.Close(context.Background())
+			return nil, err
+		}
+	}
+	if e.fromBundles {
+		return e, nil
+	}
+	if err := e.reload(ctx, e.tests); err != nil {
+		e.Close(context.Background())
 		return nil, err
 	}
 	return e, nil
 }
 
-// Reload compiles the folder again and, only if that succeeds, replaces the
-// active policies. A broken policy leaves the previous one in force.
-func (e *Engine) Reload(ctx context.Context) error {
-	c, err := compile(ctx, e.dir)
-	if err != nil {
-		return err
+// Close stops watching the folder and OPA's plugins; the decision logs
+// queued are handed to OPA's plugin first, which uploads what it holds
+// within ctx's deadline. The engine still decides, with the policy in
+// force. Close may be called more than once.
+func (e *Engine) Close(ctx context.Context) {
+	e.closed.Do(func() {
+		e.stopBG()
+		if e.dlog != nil {
+			e.dlog.stop(ctx)
+		}
+		if e.opa != nil && e.opa.started {
+			e.opa.manager.Stop(ctx)
+		}
+	})
+}
+
+func (e *Engine) source() string {
+	if e.fromBundles {
+		return "bundle"
 	}
-	e.current.Store(c)
+	return "dir"
+}
+
+// Reload reads the folder again and, only if it compiles strictly and its
+// tests pass, swaps it in. A change that fails leaves the previous policy in
+// force, and is counted and kept in Status. A folder whose files have not
+// changed is not compiled again. With bundles, Reload asks OPA's bundle
+// plugin to download now when they are configured with trigger: manual;
+// polled bundles come with the next poll.
+func (e *Engine) Reload(ctx context.Context) error {
+	if e.fromBundles {
+		return e.opa.trigger(ctx, e.logger)
+	}
+	if e.static {
+		return errors.New("an engine made from a bundle file is not reloaded")
+	}
+	return e.reload(ctx, true)
+}
+
+func (e *Engine) reload(ctx context.Context, tests bool) error {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	src, err := readDir(e.dir, tests)
+	if err != nil {
+		return e.refuse(err)
+	}
+	rev := src.revision()
+	if c := e.current.Load(); c != nil && c.revision == rev {
+		// Back to the policy in force (a refused change undone): nothing
+		// is refused any more.
+		if e.Status().LastError != nil {
+			e.status.update(e.source(), func(s *Status) { s.LastError = nil })
+			e.logger.Info("the policy folder is the policy in force again", "revision", rev)
+		}
+		return nil
+	}
+	c, err := build(ctx, src, tests)
+	if err != nil {
+		return e.refuse(err)
+	}
+	c.revision = rev
+	if e.opa != nil {
+		if err := e.opa.mirror(ctx, c); err != nil {
+			return e.refuse(fmt.Errorf("policy %s: handing it to OPA's plugins: %w", e.dir, err))
+		}
+	}
+	e.swap(c)
 	return nil
+}
+
+// swap puts c in force.
+func (e *Engine) swap(c *compiled) {
+	c.generation = e.generations.Add(1)
+	e.current.Store(c)
+	e.status.update(e.source(), func(s *Status) {
+		s.Ready, s.Revision, s.Loaded, s.LastError = true, c.revision, time.Now(), nil
+		s.Reloads++
+	})
+	e.firstOnce.Do(func() { close(e.first) })
+	e.logger.Info("policy in force", "source", e.source(), "revision", c.revision)
+	if e.dlog != nil && len(c.compiler.GetRulesExact(maskRef)) == 0 {
+		e.logger.Warn("decision logs are on but the policy has no " + MaskQuery + ": inputs are logged unmasked (policies/system_log.rego masks them)")
+	}
+}
+
+var maskRef = ast.MustParseRef(MaskQuery)
+
+// refuse counts a change that was not swapped in and returns err.
+func (e *Engine) refuse(err error) error {
+	e.status.update(e.source(), func(s *Status) {
+		s.LastError = err
+		s.Failures++
+	})
+	if c := e.current.Load(); c != nil {
+		e.logger.Error("policy change refused; the last good policy stays in force", "revision", c.revision, "error", err)
+	}
+	return err
 }
 
 // compileTimeout bounds loading: partial evaluation at load runs whatever
 // of the policy does not depend on input.
 const compileTimeout = 60 * time.Second
 
-func compile(ctx context.Context, dir string) (*compiled, error) {
+// build compiles a source as the server serves it: strictly, with the
+// tests when asked (they must pass), then the queries prepared.
+func build(ctx context.Context, src *source, tests bool) (*compiled, error) {
 	ctx, cancel := context.WithTimeout(ctx, compileTimeout)
 	defer cancel()
-	loaded, err := Load(dir, false)
+	loaded, err := src.assemble(false)
 	if err != nil {
 		return nil, err
 	}
 	if _, err := loaded.Compile(); err != nil {
 		return nil, err
 	}
-	// The strict compile above is the check. Evaluation gets a compiler of
+	if tests {
+		withTests, err := src.assemble(true)
+		if err != nil {
+			return nil, err
+		}
+		if err := runTests(ctx, withTests); err != nil {
+			return nil, err
+		}
+	}
+	return prepare(ctx, loaded)
+}
+
+func prepare(ctx context.Context, loaded *Loaded) (*compiled, error) {
+	dir := loaded.Dir
+	// The strict compile is the check. Evaluation gets a compiler of
 	// its own, not strict: preparing a partially evaluated query compiles
 	// every module again, already rewritten, and strict mode would then
 	// take a function's wildcard argument (tool_allowed(_)) for an unused one.
@@ -140,7 +322,7 @@ func compile(ctx context.Context, dir string) (*compiled, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &compiled{compiler: compiler, store: store, txn: txn}
+	c := &compiled{compiler: compiler, store: store, txn: txn, loaded: loaded}
 	for _, q := range []struct {
 		query string
 		into  *rego.PreparedEvalQuery
@@ -178,7 +360,14 @@ var noMetrics = metrics.NoOp()
 // reasons. Any error is returned together with a denying Decision. Tool
 // arguments the policy cannot be shown exactly as the tool will read them
 // are a deny without an error: the request is refused, the policy is sound.
+// With decision logs on, the decision is queued for OPA's decision-log
+// plugin; the masking and the encoding happen off the request's goroutine,
+// which shares the Decision's slices: read them, never change them.
 func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
+	var t0 time.Time
+	if e.dlog != nil {
+		t0 = time.Now()
+	}
 	v, err := in.value()
 	if err != nil {
 		d := Decision{ID: e.ids.next(), Reasons: []string{err.Error()}}
@@ -186,35 +375,61 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 		if !errors.As(err, &ae) {
 			d.Reasons = []string{"policy input could not be built"}
 			e.logger.Error("policy input failed", "decision_id", d.ID, "method", in.MCP.Method, "error", err)
+			if e.dlog != nil {
+				e.logDecision(t0, nil, in.withoutArguments(), d, err)
+			}
 			return d, err
 		}
 		e.logger.Info("tool arguments refused", "decision_id", d.ID, "method", in.MCP.Method,
 			"tool", in.MCP.Tool.Name, "reason", ae.reason)
+		if e.dlog != nil {
+			e.logDecision(t0, e.current.Load(), in.withoutArguments(), d, nil)
+		}
 		return d, nil
 	}
-	return e.decide(ctx, v, in.MCP.Method)
+	c := e.current.Load()
+	d, err := e.decide(ctx, c, v, in.MCP.Method)
+	if e.dlog != nil {
+		e.logDecision(t0, c, v, d, err)
+	}
+	return d, err
 }
 
 // DecideDocument decides a whole input document given as JSON, as the
-// command line and tests have it.
+// command line and tests have it. It is not logged.
 func (e *Engine) DecideDocument(ctx context.Context, doc []byte) (Decision, error) {
-	var x any
-	if err := util.UnmarshalJSON(doc, &x); err != nil {
-		return Decision{}, fmt.Errorf("input document: %w", err)
-	}
-	v, err := ast.InterfaceToValue(x)
+	v, method, err := parseDocument(doc)
 	if err != nil {
-		return Decision{}, fmt.Errorf("input document: %w", err)
+		return Decision{}, err
 	}
-	method := ""
-	if m, ok := x.(map[string]any)["mcp"].(map[string]any); ok {
-		method, _ = m["method"].(string)
-	}
-	return e.decide(ctx, v, method)
+	return e.decide(ctx, e.current.Load(), v, method)
 }
 
-func (e *Engine) decide(ctx context.Context, value ast.Value, method string) (Decision, error) {
-	c := e.current.Load()
+// parseDocument reads an input document (a JSON object) and its method.
+func parseDocument(doc []byte) (ast.Value, string, error) {
+	var x any
+	if err := util.UnmarshalJSON(doc, &x); err != nil {
+		return nil, "", fmt.Errorf("input document: %w", err)
+	}
+	obj, ok := x.(map[string]any)
+	if !ok {
+		return nil, "", errors.New("input document: not a JSON object")
+	}
+	v, err := ast.InterfaceToValue(obj)
+	if err != nil {
+		return nil, "", fmt.Errorf("input document: %w", err)
+	}
+	method := ""
+	if m, ok := obj["mcp"].(map[string]any); ok {
+		method, _ = m["method"].(string)
+	}
+	return v, method, nil
+}
+
+func (e *Engine) decide(ctx context.Context, c *compiled, value ast.Value, method string) (Decision, error) {
+	if c == nil {
+		return Decision{ID: e.ids.next(), Reasons: []string{"no policy is in force"}}, ErrNoPolicy
+	}
 	allowed, err := evalBool(ctx, c, &c.allow, value, e.timeout)
 	if err != nil {
 		d := Decision{ID: e.ids.next(), Reasons: []string{"policy evaluation failed"}}
@@ -280,15 +495,36 @@ func (e *Engine) explain(ctx context.Context, c *compiled, value ast.Value, d *D
 }
 
 // Visible returns the names (or URIs) of the input's candidates the caller may
-// see, in one evaluation. An error or an undefined result sees nothing.
+// see, in one evaluation. An error or an undefined result sees nothing. With
+// decision logs on, the evaluation is logged as a decision of its own
+// (path mcpguard/visible).
 func (e *Engine) Visible(ctx context.Context, in *Input) (map[string]struct{}, error) {
+	var t0 time.Time
+	if e.dlog != nil {
+		t0 = time.Now()
+	}
 	c := e.current.Load()
 	v, err := in.value()
 	if err != nil {
 		return nil, err
 	}
+	out, err := e.visibleOf(ctx, c, v, e.listTimeout(in.MCP.Candidates))
+	if err != nil {
+		e.logger.Error("policy visibility failed", "method", in.MCP.Method, "error", err)
+	}
+	if e.dlog != nil {
+		e.dlog.enqueue(logEntry{id: e.ids.next(), path: visiblePath, at: t0, latency: time.Since(t0),
+			input: v, c: c, visible: out, err: err})
+	}
+	return out, err
+}
+
+func (e *Engine) visibleOf(ctx context.Context, c *compiled, v ast.Value, timeout time.Duration) (map[string]struct{}, error) {
+	if c == nil {
+		return nil, ErrNoPolicy
+	}
 	var set ast.Set
-	_, err = evalWith(ctx, c, &c.visible, v, e.listTimeout(in.MCP.Candidates), rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) {
+	_, err := evalWith(ctx, c, &c.visible, v, timeout, rego.EvalGenerateJSON(func(t *ast.Term, _ *rego.EvalContext) (any, error) {
 		// Keep the AST: converting a large set to Go values costs more than reading it.
 		if s, ok := t.Value.(ast.Set); ok {
 			set = s
@@ -296,7 +532,6 @@ func (e *Engine) Visible(ctx context.Context, in *Input) (map[string]struct{}, e
 		return nil, nil
 	}))
 	if err != nil {
-		e.logger.Error("policy visibility failed", "method", in.MCP.Method, "error", err)
 		return nil, err
 	}
 	out := make(map[string]struct{})

@@ -137,7 +137,18 @@ type LintOptions struct {
 // rows, and role names no registry knows. Findings come sorted by file and
 // line; an error means the lint itself could not run.
 func (e *Engine) Lint(ctx context.Context, opts LintOptions) ([]Finding, error) {
-	l, err := newLinter(e.dir)
+	var l *linter
+	var err error
+	if e.fromBundles || e.static {
+		// The policy in force is a bundle: lint what was activated.
+		c := e.current.Load()
+		if c == nil {
+			return nil, ErrNoPolicy
+		}
+		l, err = lintLoaded(c.loaded, &positions{at: map[string]position{}})
+	} else {
+		l, err = newLinter(e.dir)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -181,15 +192,20 @@ func newLinter(dir string) (*linter, error) {
 	if err != nil {
 		return nil, err
 	}
-	compiler, err := loaded.Compile()
-	if err != nil {
-		return nil, err
-	}
 	pos, err := indexDataFiles(dir)
 	if err != nil {
 		return nil, err
 	}
-	l := &linter{dir: dir, compiler: compiler, store: inmem.NewFromObject(loaded.Documents), data: loaded.Documents, pos: pos}
+	return lintLoaded(loaded, pos)
+}
+
+// lintLoaded lints a policy already loaded; pos places data keys in files.
+func lintLoaded(loaded *Loaded, pos *positions) (*linter, error) {
+	compiler, err := loaded.Compile()
+	if err != nil {
+		return nil, err
+	}
+	l := &linter{dir: loaded.Dir, compiler: compiler, store: inmem.NewFromObject(loaded.Documents), data: loaded.Documents, pos: pos}
 	l.reached = reachedRules(compiler)
 	return l, nil
 }

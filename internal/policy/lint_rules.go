@@ -47,9 +47,10 @@ func (l *linter) extensionPoints(roots map[string]bool) []string {
 }
 
 // lintRoots are the queries the server evaluates; every rule they reach,
-// directly or through other rules, is read.
+// directly or through other rules, is read. OPA's decision-log plugin reads
+// the mask and drop rules.
 func lintRoots() []string {
-	return []string{AllowQuery, DecisionQuery, VisibleQuery, CatalogErrorsQuery}
+	return []string{AllowQuery, DecisionQuery, VisibleQuery, CatalogErrorsQuery, MaskQuery, DropQuery}
 }
 
 // reachedRules walks the compiler's dependency graph from the server's

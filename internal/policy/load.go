@@ -1,6 +1,9 @@
 package policy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"path/filepath"
@@ -40,29 +43,93 @@ const GuardFile = "mcpguard.rego"
 // only as built in: a changed copy, any other module of package mcpguard, or
 // data under data.mcpguard would change the guards, and is refused.
 func Load(dir string, withTests bool) (*Loaded, error) {
-	filter := skipTests
-	if withTests {
-		filter = nil
+	src, err := readDir(dir, withTests)
+	if err != nil {
+		return nil, err
+	}
+	return src.assemble(withTests)
+}
+
+// source is a policy as read, before the built-in modules are added: the
+// raw Rego files of a folder or a bundle, tests included, and its data. One
+// read serves both the served policy and its tests, so that the tests a
+// reload runs are those of the very files it swaps in.
+type source struct {
+	dir     string
+	modules map[string]regoFile
+	docs    map[string]any
+}
+
+type regoFile struct {
+	raw    []byte
+	parsed *ast.Module
+}
+
+// readDir reads every .rego file of dir (the tests only when withTests: a
+// test that does not parse then does not stop the server) and its data.
+func readDir(dir string, withTests bool) (*source, error) {
+	var filter loader.Filter
+	if !withTests {
+		filter = func(_ string, info fs.FileInfo, _ int) bool { return !info.IsDir() && isTest(info.Name()) }
 	}
 	res, err := loader.NewFileLoader().WithRegoVersion(ast.RegoV1).Filtered([]string{dir}, filter)
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: %w", dir, err)
 	}
-	modules := map[string]*ast.Module{}
-	guard := ""
+	src := &source{dir: dir, modules: make(map[string]regoFile, len(res.Modules)), docs: res.Documents}
 	for name, f := range res.Modules {
-		if !ownsGuard(f.Parsed) {
-			modules[name] = f.Parsed
+		src.modules[name] = regoFile{raw: f.Raw, parsed: f.Parsed}
+	}
+	return src, nil
+}
+
+// isTest tells a test module by its file name, as opa test does.
+func isTest(name string) bool { return strings.HasSuffix(name, "_test.rego") }
+
+// revision is a digest of what the served policy is made of: its modules
+// (tests left out) and its data. Equal revisions decide alike.
+func (s *source) revision() string {
+	h := sha256.New()
+	for _, name := range sortedKeys(s.modules) {
+		if isTest(name) {
 			continue
 		}
-		if strings.HasSuffix(name, "_test.rego") {
-			return nil, fmt.Errorf("policy %s: %s: package %s is mcpguard's own; test it from another package", dir, name, f.Parsed.Package.Path)
+		// Lengths first: no two different file sets hash the same stream.
+		fmt.Fprintf(h, "%d:%s%d:", len(name), name, len(s.modules[name].raw))
+		h.Write(s.modules[name].raw)
+	}
+	// json.Marshal sorts object keys: equal data, equal bytes.
+	data, err := json.Marshal(s.docs)
+	if err != nil {
+		data = []byte(err.Error())
+	}
+	h.Write(data)
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// assemble checks the source's modules as Load documents and adds the
+// built-in ones.
+func (s *source) assemble(withTests bool) (*Loaded, error) {
+	dir := s.dir
+	modules := map[string]*ast.Module{}
+	guard := ""
+	for _, name := range sortedKeys(s.modules) {
+		f := s.modules[name]
+		if !withTests && isTest(name) {
+			continue
 		}
-		if guard != "" || strings.ReplaceAll(string(f.Raw), "\r\n", "\n") != mcpguard.GuardModule {
-			return nil, fmt.Errorf("policy %s: %s: package %s is mcpguard's decision module and must be exactly the one built in (%s): put rules in package mcp.authz, or copy the file from this release", dir, name, f.Parsed.Package.Path, GuardFile)
+		if !ownsGuard(f.parsed) {
+			modules[name] = f.parsed
+			continue
+		}
+		if isTest(name) {
+			return nil, fmt.Errorf("policy %s: %s: package %s is mcpguard's own; test it from another package", dir, name, f.parsed.Package.Path)
+		}
+		if guard != "" || strings.ReplaceAll(string(f.raw), "\r\n", "\n") != mcpguard.GuardModule {
+			return nil, fmt.Errorf("policy %s: %s: package %s is mcpguard's decision module and must be exactly the one built in (%s): put rules in package mcp.authz, or copy the file from this release", dir, name, f.parsed.Package.Path, GuardFile)
 		}
 		guard = name
-		modules[name] = f.Parsed
+		modules[name] = f.parsed
 	}
 	if len(modules) == 0 || len(modules) == 1 && guard != "" {
 		return nil, fmt.Errorf("policy %s: no .rego files", dir)
@@ -73,7 +140,7 @@ func Load(dir string, withTests bool) (*Loaded, error) {
 	if !hasPackage(modules, PermissionPackage) {
 		return nil, fmt.Errorf("policy %s: no rule is in package %s: every request would be denied", dir, PermissionPackage)
 	}
-	if _, ok := res.Documents[GuardPackage]; ok {
+	if _, ok := s.docs[GuardPackage]; ok {
 		return nil, fmt.Errorf("policy %s: data under data.%s would change mcpguard's decision module; it is refused", dir, GuardPackage)
 	}
 	if guard == "" {
@@ -89,7 +156,7 @@ func Load(dir string, withTests bool) (*Loaded, error) {
 	if err := addFolderFacts(dir, modules); err != nil {
 		return nil, err
 	}
-	return &Loaded{Dir: dir, Modules: modules, Documents: res.Documents}, nil
+	return &Loaded{Dir: dir, Modules: modules, Documents: s.docs}, nil
 }
 
 // guardCalls are the functions of the folder the decision module calls, with
@@ -199,9 +266,4 @@ func (l *Loaded) Compile() (*ast.Compiler, error) {
 		return nil, fmt.Errorf("policy %s does not compile: %w", l.Dir, compiler.Errors)
 	}
 	return compiler, nil
-}
-
-// skipTests keeps *_test.rego out of the served policy.
-func skipTests(_ string, info fs.FileInfo, _ int) bool {
-	return !info.IsDir() && strings.HasSuffix(info.Name(), "_test.rego")
 }

@@ -76,6 +76,15 @@ func toolHints(a *mcp.ToolAnnotations) policy.ToolHints {
 		Idempotent: a.IdempotentHint, OpenWorld: a.OpenWorldHint}
 }
 
+// toolNames are the registered tools' names.
+func (c *catalog) toolNames() []string {
+	names := make([]string, len(c.tools))
+	for i, t := range c.tools {
+		names[i] = t.Name
+	}
+	return names
+}
+
 func (c *catalog) toolCandidates(ts []*mcp.Tool) []policy.Candidate {
 	out := make([]policy.Candidate, len(ts))
 	for i, t := range ts {

@@ -18,9 +18,9 @@ import (
 )
 
 // Handler is the HTTP face of the server: the MCP endpoint (/mcp, or /sse
-// for TRANSPORT=sse), RFC 9728 metadata and health. Metrics are not here:
-// they need no token, so they are served by MetricsHandler on a listener of
-// their own.
+// for TRANSPORT=sse), RFC 9728 metadata, /healthz and /readyz. Metrics are
+// not here: they need no token, so they are served by MetricsHandler on a
+// listener of their own.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	endpoint := "/mcp"
@@ -47,10 +47,8 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle("GET /.well-known/oauth-protected-resource", meta)
 		mux.Handle("GET /.well-known/oauth-protected-resource"+endpoint, meta)
 	}
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
-	})
+	mux.HandleFunc("GET /healthz", s.serveHealth)
+	mux.Handle("GET /readyz", s.readiness.handler(false))
 
 	cop := http.NewCrossOriginProtection()
 	for _, o := range s.cfg.AllowedOrigins {

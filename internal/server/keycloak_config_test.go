@@ -76,7 +76,7 @@ func TestKeycloakSettingsReachTheExchange(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			src, err := roleSource(cfg, nil)
+			src, err := roleSource(cfg, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -49,7 +49,7 @@ const extraKey = "mcpguard"
 // handler answers an internal error for this request alone.
 func (s *Server) authorizer() mcp.Middleware {
 	return func(next mcp.MethodHandler) mcp.MethodHandler {
-		return s.recovering(s.authorize(next))
+		return s.recovering(s.traced(s.authorize(next)))
 	}
 }
 
@@ -112,8 +112,10 @@ func (s *Server) authorize(next mcp.MethodHandler) mcp.MethodHandler {
 			in.MCP.ProtocolVersion = params.ProtocolVersion
 		}
 		s.observe(policy.AllowQuery, &in)
+		began := time.Now()
 		d, err := s.engine.Decide(ctx, &in)
-		s.metrics.decision(method, d.Allow && err == nil)
+		s.metrics.decided(method, in.MCP.Tool, began, d.Allow && err == nil)
+		s.noteDecision(ctx, d, err)
 		if err != nil || !d.Allow {
 			return nil, s.deny(method, p, d, err)
 		}
@@ -176,8 +178,10 @@ func isList(method string) bool {
 // the page and keeps only what data.mcp.authz.visible names, in one evaluation.
 func (s *Server) list(ctx context.Context, method string, req mcp.Request, in *policy.Input, p *principal, next mcp.MethodHandler) (mcp.Result, error) {
 	s.observe(policy.AllowQuery, in)
+	began := time.Now()
 	d, err := s.engine.Decide(ctx, in)
-	s.metrics.decision(method, d.Allow && err == nil)
+	s.metrics.decided(method, nil, began, d.Allow && err == nil)
+	s.noteDecision(ctx, d, err)
 	if err != nil || !d.Allow {
 		return nil, s.deny(method, p, d, err)
 	}
@@ -249,10 +253,14 @@ func (s *Server) list(ctx context.Context, method string, req mcp.Request, in *p
 // never lets a request through.
 func (s *Server) visible(ctx context.Context, p *principal, in *policy.Input) (map[string]struct{}, error) {
 	s.observe(policy.VisibleQuery, in)
+	began := time.Now()
 	if s.cfg.ListCacheTTL <= 0 {
+		defer s.metrics.listed(began)
 		return s.engine.Visible(ctx, in)
 	}
-	key := visibleKey{method: in.MCP.Method, session: in.MCP.SessionID, candidates: candidatesHash(in.MCP.Candidates)}
+	// A list filtered by a policy since replaced is not reused.
+	key := visibleKey{method: in.MCP.Method, session: in.MCP.SessionID, candidates: candidatesHash(in.MCP.Candidates),
+		policy: s.engine.Generation()}
 	if s.cfg.Stateless {
 		key.session = "" // each stateless request has a throwaway session of its own
 	}
@@ -261,9 +269,12 @@ func (s *Server) visible(ctx context.Context, p *principal, in *policy.Input) (m
 	e, ok := p.vis[key]
 	p.visMu.Unlock()
 	if ok && now.Before(e.until) {
+		s.metrics.listCache(true)
 		return e.set, nil
 	}
+	s.metrics.listCache(false)
 	set, err := s.engine.Visible(ctx, in)
+	s.metrics.listed(began)
 	if err != nil {
 		return nil, err
 	}
@@ -279,6 +290,7 @@ func (s *Server) visible(ctx context.Context, p *principal, in *policy.Input) (m
 type visibleKey struct {
 	method, session string
 	candidates      uint64
+	policy          uint64
 }
 
 type visibleEntry struct {

@@ -8,9 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -108,13 +106,7 @@ func newAuthorizationServer(ctx context.Context, cfg *config.Config, st store.St
 func proxyStore(cfg *config.Config, logger *slog.Logger) (store.Store, error) {
 	var st store.Store = store.NewRecords(proxyMemoryRecords)
 	if cfg.Redis.URL != "" || cfg.Redis.Host != "" {
-		var addrs []string
-		if cfg.Redis.Host != "" {
-			for _, h := range strings.Split(cfg.Redis.Host, ",") {
-				addrs = append(addrs, net.JoinHostPort(strings.TrimSpace(h), strconv.Itoa(cfg.Redis.Port)))
-			}
-		}
-		r, err := store.NewRedis(store.RedisOptions{URL: cfg.Redis.URL, Addrs: addrs, Password: cfg.Redis.Password, Prefix: "mcpguard:oauth:"})
+		r, err := store.NewRedis(redisOptions(cfg, "mcpguard:oauth:"))
 		if err != nil {
 			return nil, err
 		}
@@ -194,7 +186,9 @@ func (s *Server) bearerCredential(r *http.Request) (*authn.Identity, string, tim
 			return nil, "", time.Time{}, &authn.Error{Status: http.StatusUnauthorized, Code: "invalid_token", Description: "token rejected"}
 		}
 	}
+	began := time.Now()
 	id, err := s.verifier.Verify(r.Context(), raw)
+	s.metrics.verified(began, err)
 	if err != nil {
 		return nil, "", time.Time{}, err
 	}

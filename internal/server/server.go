@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/mcpguard/mcpguard/internal/authn"
 	"github.com/mcpguard/mcpguard/internal/config"
@@ -40,6 +43,15 @@ type Server struct {
 	catalog   *catalog
 	metrics   *metrics
 	transport string
+
+	// readiness answers /readyz; redisPing, when Redis is configured, is
+	// the client its check pings.
+	readiness *readiness
+	redisPing *store.Redis
+	// tracer opens a span per MCP request; nil when tracing is off.
+	// traces is the pipeline this server built, flushed by Close.
+	tracer trace.Tracer
+	traces *sdktrace.TracerProvider
 
 	// proxy is the OAuth façade interactive clients log in through; nil
 	// unless OAUTH_PROXY=true.
@@ -83,6 +95,9 @@ type Options struct {
 	// the proxy is built (OAUTH_PROXY=true): tests let it fetch client
 	// metadata documents from a loopback server they trust.
 	OAuthProxy func(*oauthproxy.Config)
+	// Tracer, when set, receives the spans instead of the OTLP exporter
+	// OTEL_EXPORTER_OTLP_ENDPOINT names (tests record them).
+	Tracer trace.TracerProvider
 }
 
 // New builds a server from a validated configuration. A policy that does not
@@ -96,7 +111,11 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 	}
 	s := &Server{cfg: cfg, logger: opts.Logger, transport: cfg.Transport, stdioToken: cfg.StdioAccessToken}
 
-	engine, err := policy.New(ctx, cfg.PolicyDir, policy.WithTimeout(cfg.PolicyTimeout), policy.WithLogger(opts.Logger))
+	eopts, err := engineOptions(cfg, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
+	engine, err := policy.New(ctx, cfg.PolicyDir, eopts...)
 	if err != nil {
 		return nil, err
 	}
@@ -130,32 +149,48 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		}
 	}
 
+	s.metrics = newMetrics()
 	s.roles = opts.Roles
 	if s.roles == nil {
-		if s.roles, err = roleSource(cfg, opts.Logger); err != nil {
+		if s.roles, err = roleSource(cfg, opts.Logger, s.metrics.exchanged); err != nil {
 			return nil, err
 		}
 	}
 
-	s.metrics = newMetrics()
 	if c, ok := s.proxy.(interface{ Collector() prometheus.Collector }); ok {
 		s.metrics.registry.MustRegister(c.Collector())
 	}
 	if kc, ok := s.roles.(*exchange.Keycloak); ok {
-		s.metrics.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "mcpguard_keycloak_exchanges_total",
-			Help: "Token exchanges sent to Keycloak (cache misses, retries included).",
-		}, func() float64 { return float64(kc.Exchanges()) }))
-		s.metrics.registry.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "mcpguard_keycloak_refusals_total",
-			Help: "Callers refused by the Keycloak role source: by Keycloak, by the checks of its token, or for a token about to expire.",
-		}, func() float64 { return float64(kc.Refusals()) }))
+		s.metrics.watchKeycloak(kc)
 	}
+	if s.verifier != nil {
+		s.metrics.watchVerifier(s.verifier)
+	}
+	s.metrics.registry.MustRegister(newPolicyCollector(s.engine))
+	if cfg.Redis.URL != "" || cfg.Redis.Host != "" {
+		if s.redisPing, err = store.NewRedis(redisOptions(cfg, "")); err != nil {
+			return nil, err
+		}
+	}
+	s.readiness = newReadiness(s.engine, s.readinessChecks(), opts.Logger)
+	// From here on a failed start closes what it opened: the Redis client
+	// of the readiness check, the trace exporter.
+	fail := func(err error) (*Server, error) {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = s.Close(cctx)
+		return nil, err
+	}
+	if err := s.startTracing(ctx, opts.Tracer); err != nil {
+		return fail(err)
+	}
+
 	s.mcp = mcp.NewServer(&mcp.Implementation{Name: cfg.ServerName, Version: Version}, s.serverOptions())
 	opts.Register(s.mcp)
 	if s.catalog, err = readCatalog(ctx, s.mcp); err != nil {
-		return nil, fmt.Errorf("reading the registered tools: %w", err)
+		return fail(fmt.Errorf("reading the registered tools: %w", err))
 	}
+	s.metrics.registerTools(s.catalog.toolNames())
 	s.mcp.AddReceivingMiddleware(s.authorizer())
 	s.anonymous = s.newPrincipal(ctx, authn.Anonymous, "")
 
@@ -167,7 +202,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		err := s.strictLint(ctx)
 		close(s.linted)
 		if err != nil {
-			return nil, err
+			return fail(err)
 		}
 		return s, nil
 	}
@@ -200,13 +235,7 @@ const wholeList = 1 << 30
 func roleCache(cfg *config.Config, logger *slog.Logger) (store.Store, error) {
 	var st store.Store = store.NewMemory(0)
 	if cfg.Redis.URL != "" || cfg.Redis.Host != "" {
-		var addrs []string
-		if cfg.Redis.Host != "" {
-			for _, h := range strings.Split(cfg.Redis.Host, ",") {
-				addrs = append(addrs, net.JoinHostPort(strings.TrimSpace(h), strconv.Itoa(cfg.Redis.Port)))
-			}
-		}
-		r, err := store.NewRedis(store.RedisOptions{URL: cfg.Redis.URL, Addrs: addrs, Password: cfg.Redis.Password, Prefix: "mcpguard:"})
+		r, err := store.NewRedis(redisOptions(cfg, "mcpguard:"))
 		if err != nil {
 			return nil, err
 		}
@@ -220,6 +249,18 @@ func roleCache(cfg *config.Config, logger *slog.Logger) (store.Store, error) {
 		return nil, fmt.Errorf("STORAGE_ENCRYPTION_KEY: %w", err)
 	}
 	return store.NewEncrypted(st, keys)
+}
+
+// redisOptions locate the configured Redis: REDIS_URL, or REDIS_HOST (one
+// host, or several: a Cluster) with REDIS_PORT; keys get prefix.
+func redisOptions(cfg *config.Config, prefix string) store.RedisOptions {
+	var addrs []string
+	if cfg.Redis.Host != "" {
+		for _, h := range strings.Split(cfg.Redis.Host, ",") {
+			addrs = append(addrs, net.JoinHostPort(strings.TrimSpace(h), strconv.Itoa(cfg.Redis.Port)))
+		}
+	}
+	return store.RedisOptions{URL: cfg.Redis.URL, Addrs: addrs, Password: cfg.Redis.Password, Prefix: prefix}
 }
 
 // quieter passes the SDK's records on at warning level and above only: its
@@ -240,7 +281,9 @@ func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
 	return l >= m.min && m.Handler.Enabled(ctx, l)
 }
 
-func roleSource(cfg *config.Config, logger *slog.Logger) (exchange.Source, error) {
+// roleSource builds the configured role source; onExchange, when set, is
+// told of each request to Keycloak (metrics).
+func roleSource(cfg *config.Config, logger *slog.Logger, onExchange func(time.Duration, error)) (exchange.Source, error) {
 	tenants := exchange.NewAppRoleTenants(cfg.Azure.TenantID, cfg.Azure.AppRoleTenants)
 	switch cfg.RoleSource {
 	case config.RoleSourceToken:
@@ -260,7 +303,7 @@ func roleSource(cfg *config.Config, logger *slog.Logger) (exchange.Source, error
 			ClientID: cfg.Keycloak.ClientID, ClientSecret: cfg.Keycloak.ClientSecret,
 			IDPAlias: cfg.Keycloak.IDPAlias, Grant: cfg.Keycloak.Grant,
 			Audience: cfg.Keycloak.Audience, Scope: cfg.Keycloak.Scope, ClientAuth: cfg.Keycloak.ClientAuth,
-			SubjectClaim: cfg.Keycloak.SubjectClaim,
+			SubjectClaim: cfg.Keycloak.SubjectClaim, OnExchange: onExchange,
 		}, cache, logger)
 	}
 	return nil, fmt.Errorf("ROLE_SOURCE=%q is unknown", cfg.RoleSource)
@@ -286,6 +329,21 @@ func (s *Server) defaultPrincipal() *principal {
 		return s.resolve(ctx, id, s.stdioToken)
 	}
 	return s.anonymous
+}
+
+// Close releases what New opened for the server's life: it sends the spans
+// still batched (within ctx) and closes the readiness check's Redis client.
+func (s *Server) Close(ctx context.Context) error {
+	var errs []error
+	if s.traces != nil {
+		if err := s.traces.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("sending the last traces: %w", err))
+		}
+	}
+	if s.redisPing != nil {
+		errs = append(errs, s.redisPing.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // RunStdio serves MCP on standard input and output until ctx ends.

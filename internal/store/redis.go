@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +35,19 @@ type RedisOptions struct {
 
 // NewRedis connects lazily; a Redis that is down fails commands, not this call.
 func NewRedis(o RedisOptions) (*Redis, error) {
+	uo, err := universalOptions(o)
+	if err != nil {
+		return nil, err
+	}
+	return &Redis{client: redis.NewUniversalClient(uo), prefix: o.Prefix}, nil
+}
+
+// universalOptions reads the deployment's shape from the options. A URL
+// names a standalone server; with addr= parameters, the nodes of a Cluster;
+// with master_name=, Sentinels (its user and password are theirs, Password
+// the master's). The URL's other parameters are go-redis's own and are
+// checked, but the timeouts and retries are this package's.
+func universalOptions(o RedisOptions) (*redis.UniversalOptions, error) {
 	if o.Timeout == 0 {
 		o.Timeout = 500 * time.Millisecond
 	}
@@ -43,20 +57,50 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 		MaxRetries: 1,
 	}
 	if o.URL != "" {
-		opt, err := redis.ParseURL(o.URL)
+		u, err := url.Parse(o.URL)
 		if err != nil {
-			return nil, fmt.Errorf("REDIS_URL: %w", err)
+			// url's error quotes the URL, password included.
+			return nil, errors.New("REDIS_URL: not a URL")
 		}
-		uo.Addrs = []string{opt.Addr}
-		uo.Username, uo.DB, uo.TLSConfig = opt.Username, opt.DB, opt.TLSConfig
-		if opt.Password != "" {
-			uo.Password = opt.Password
+		q := u.Query()
+		switch {
+		case q.Has("master_name"):
+			fo, err := redis.ParseFailoverURL(o.URL)
+			if err != nil {
+				return nil, fmt.Errorf("REDIS_URL (Sentinel): %w", err)
+			}
+			uo.MasterName, uo.Addrs = fo.MasterName, fo.SentinelAddrs
+			uo.SentinelUsername, uo.SentinelPassword = fo.SentinelUsername, fo.SentinelPassword
+			uo.Username, uo.DB, uo.TLSConfig = fo.Username, fo.DB, fo.TLSConfig
+			if fo.Password != "" {
+				uo.Password = fo.Password
+			}
+		case q.Has("addr"):
+			co, err := redis.ParseClusterURL(o.URL)
+			if err != nil {
+				return nil, fmt.Errorf("REDIS_URL (Cluster): %w", err)
+			}
+			uo.Addrs, uo.Username, uo.TLSConfig = co.Addrs, co.Username, co.TLSConfig
+			uo.IsClusterMode = true
+			if co.Password != "" {
+				uo.Password = co.Password
+			}
+		default:
+			opt, err := redis.ParseURL(o.URL)
+			if err != nil {
+				return nil, fmt.Errorf("REDIS_URL: %w", err)
+			}
+			uo.Addrs = []string{opt.Addr}
+			uo.Username, uo.DB, uo.TLSConfig = opt.Username, opt.DB, opt.TLSConfig
+			if opt.Password != "" {
+				uo.Password = opt.Password
+			}
 		}
 	}
 	if len(uo.Addrs) == 0 {
 		return nil, errors.New("store: no Redis address")
 	}
-	return &Redis{client: redis.NewUniversalClient(uo), prefix: o.Prefix}, nil
+	return uo, nil
 }
 
 // Get implements Store.
