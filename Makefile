@@ -141,6 +141,16 @@ bundle:
 		--revision '$(BUNDLE_REVISION)' -o $(BUNDLE)
 	@echo "$(BUNDLE): revision $(BUNDLE_REVISION), signed with $(BUNDLE_SIGNING_KEY) ($(BUNDLE_SIGNING_ALG))"
 
+# The out-of-process load harness (docs/PERFORMANCE.md, "Out of process"):
+# mcpguard and the bare Go SDK, each its own process, driven by a third;
+# interleaved rounds, stateful and stateless. Not part of make test. Flags:
+# make loadtest LOADTEST_FLAGS='-rounds 10 -duration 10s -clients 4'
+# (go run ./test/load -h lists them).
+LOADTEST_FLAGS ?=
+.PHONY: loadtest
+loadtest:
+	$(GO) run ./test/load -go $(GO) $(LOADTEST_FLAGS)
+
 docker:
 	docker build --target production -t mcpguard:latest .
 
