@@ -112,6 +112,8 @@ type compiled struct {
 	allow    rego.PreparedEvalQuery
 	decision rego.PreparedEvalQuery
 	visible  rego.PreparedEvalQuery
+	// reuse keeps the decisions that depend on the caller alone (reuse.go).
+	reuse *reuse
 	// loaded is the served policy as compiled (for the lint).
 	loaded *Loaded
 	// revision names this policy; bundles are the revisions of the
@@ -350,6 +352,7 @@ func prepare(ctx context.Context, loaded *Loaded) (*compiled, error) {
 		}
 		*q.into = pq
 	}
+	c.reuse = newReuse(c)
 	return c, nil
 }
 
@@ -368,31 +371,71 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 	if e.dlog != nil {
 		t0 = time.Now()
 	}
-	v, err := in.value()
-	if err != nil {
-		d := Decision{ID: e.ids.next(), Reasons: []string{err.Error()}}
-		var ae *argumentsError
-		if !errors.As(err, &ae) {
-			d.Reasons = []string{"policy input could not be built"}
-			e.logger.Error("policy input failed", "decision_id", d.ID, "method", in.MCP.Method, "error", err)
+	c := e.current.Load()
+	key, reusable := reuseKey{}, false
+	if s, ok := shapeOf(in); ok && c != nil {
+		key, reusable = reuseKey{shape: s, identity: in.Identity, authorization: in.Authorization}, true
+	}
+	if reusable {
+		if allowed, ok := c.reuse.lookup(key); ok {
+			// The arguments are checked whatever was decided before: a
+			// request the policy cannot be shown exactly is refused.
+			if in.MCP.Tool != nil {
+				if _, err := decodeArguments(in.MCP.Tool.Arguments); err != nil {
+					return e.refuseInput(t0, in, err)
+				}
+			}
+			if allowed && e.dlog == nil {
+				return Decision{Allow: true, ID: e.ids.next()}, nil
+			}
+			v, err := in.value()
+			if err != nil {
+				return e.refuseInput(t0, in, err)
+			}
+			d, err := Decision{Allow: true, ID: e.ids.next()}, error(nil)
+			if !allowed {
+				d, err = e.denied(ctx, c, v, in.MCP.Method)
+			}
 			if e.dlog != nil {
-				e.logDecision(t0, nil, in.withoutArguments(), d, err)
+				e.logDecision(t0, c, v, d, err)
 			}
 			return d, err
 		}
-		e.logger.Info("tool arguments refused", "decision_id", d.ID, "method", in.MCP.Method,
-			"tool", in.MCP.Tool.Name, "reason", ae.reason)
-		if e.dlog != nil {
-			e.logDecision(t0, e.current.Load(), in.withoutArguments(), d, nil)
-		}
-		return d, nil
 	}
-	c := e.current.Load()
+	v, err := in.value()
+	if err != nil {
+		return e.refuseInput(t0, in, err)
+	}
 	d, err := e.decide(ctx, c, v, in.MCP.Method)
+	if err == nil && reusable {
+		c.reuse.remember(ctx, key, d.Allow)
+	}
 	if e.dlog != nil {
 		e.logDecision(t0, c, v, d, err)
 	}
 	return d, err
+}
+
+// refuseInput is the Decision on an input that could not be built: tool
+// arguments the policy cannot be shown exactly are a deny without an
+// error, anything else an error.
+func (e *Engine) refuseInput(t0 time.Time, in *Input, err error) (Decision, error) {
+	d := Decision{ID: e.ids.next(), Reasons: []string{err.Error()}}
+	var ae *argumentsError
+	if !errors.As(err, &ae) {
+		d.Reasons = []string{"policy input could not be built"}
+		e.logger.Error("policy input failed", "decision_id", d.ID, "method", in.MCP.Method, "error", err)
+		if e.dlog != nil {
+			e.logDecision(t0, nil, in.withoutArguments(), d, err)
+		}
+		return d, err
+	}
+	e.logger.Info("tool arguments refused", "decision_id", d.ID, "method", in.MCP.Method,
+		"tool", in.MCP.Tool.Name, "reason", ae.reason)
+	if e.dlog != nil {
+		e.logDecision(t0, e.current.Load(), in.withoutArguments(), d, nil)
+	}
+	return d, nil
 }
 
 // DecideDocument decides a whole input document given as JSON, as the
@@ -439,6 +482,11 @@ func (e *Engine) decide(ctx context.Context, c *compiled, value ast.Value, metho
 	if allowed {
 		return Decision{Allow: true, ID: e.ids.next()}, nil
 	}
+	return e.denied(ctx, c, value, method)
+}
+
+// denied is the Decision on a request allow denied, with the reasons.
+func (e *Engine) denied(ctx context.Context, c *compiled, value ast.Value, method string) (Decision, error) {
 	d := Decision{ID: e.ids.next()}
 	if err := e.explain(ctx, c, value, &d); err != nil {
 		d.Allow, d.Reasons = false, []string{"policy evaluation failed"}
