@@ -49,20 +49,37 @@ func checkScaled(b *testing.B, dir string, tools, distinct int) {
 
 // BenchmarkDecision is a tools/call decision on the shipped policy scaled to
 // 200 tools (100 distinct rows) and 50 roles, a caller with 3 roles: allowed
-// (the common case) and denied (which also evaluates the reasons).
+// (the common case) and denied (which also evaluates the reasons), each
+// evaluated (decision reuse off: a first request, or a rule that reads the
+// request) and reused (the same caller and tool again).
 func BenchmarkDecision(b *testing.B) {
 	dir := scaledPolicy(b, 200, 50)
 	checkScaled(b, dir, 200, 100)
-	e, err := policy.New(context.Background(), dir)
+	evaluated, err := policy.New(context.Background(), dir, policy.WithoutDecisionReuse())
+	if err != nil {
+		b.Fatal(err)
+	}
+	reused, err := policy.New(context.Background(), dir)
 	if err != nil {
 		b.Fatal(err)
 	}
 	for _, c := range []struct {
 		name, tool string
 		allow      bool
-	}{{"allowed", policytest.ToolName(0), true}, {"denied", policytest.ToolName(2), false}} {
+		e          *policy.Engine
+	}{
+		{"allowed", policytest.ToolName(0), true, evaluated}, {"denied", policytest.ToolName(2), false, evaluated},
+		{"allowed-reused", policytest.ToolName(0), true, reused}, {"denied-reused", policytest.ToolName(2), false, reused},
+	} {
+		e := c.e
 		b.Run(c.name, func(b *testing.B) {
 			in := benchInput(c.tool, `{"query":"q3 revenue","limit":10}`)
+			if _, err := e.Decide(context.Background(), in); err != nil { // the reused engine analyses here
+				b.Fatal(err)
+			}
+			if _, ok := policy.Reused(e, in); ok != (e == reused) {
+				b.Fatalf("reused: %v; the benchmark claims %v", ok, e == reused)
+			}
 			ctx := context.Background()
 			var lat benchtest.Latencies
 			b.ReportAllocs()

@@ -77,7 +77,9 @@ type Engine struct {
 	// tests runs the policy's own tests before any policy is swapped in;
 	// without it only changes made while running are tested.
 	tests bool
-	mgmt  *Management
+	// noReuse: no decision is reused (WithoutDecisionReuse).
+	noReuse bool
+	mgmt    *Management
 	// fromBundles is set when the policy comes from OPA's bundle plugin,
 	// which then alone changes it; the folder is not read.
 	fromBundles bool
@@ -133,6 +135,10 @@ func WithTimeout(d time.Duration) Option { return func(e *Engine) { e.timeout = 
 // WithLogger sets where decisions that deny or fail, and policy changes, are
 // logged.
 func WithLogger(l *slog.Logger) Option { return func(e *Engine) { e.logger = l } }
+
+// WithoutDecisionReuse makes every decision an evaluation (reuse.go): for
+// measuring what an evaluation costs, and for ruling the reuse out.
+func WithoutDecisionReuse() Option { return func(e *Engine) { e.noReuse = true } }
 
 // WithPolicyTests makes the policy's own tests (its *_test.rego) a condition
 // of every policy swapped in, the first included. Without it the first
@@ -373,7 +379,7 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 	}
 	c := e.current.Load()
 	key, reusable := reuseKey{}, false
-	if s, ok := shapeOf(in); ok && c != nil {
+	if s, ok := shapeOf(in); ok && c != nil && !e.noReuse {
 		key, reusable = reuseKey{shape: s, identity: in.Identity, authorization: in.Authorization}, true
 	}
 	if reusable {

@@ -3,9 +3,11 @@ package policy_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/mcpguard/mcpguard/internal/policy"
 	"github.com/mcpguard/mcpguard/internal/policy/policytest"
@@ -31,10 +33,10 @@ func (c token) call(tool, args string) *policy.Input {
 	return in
 }
 
-func withRules(t *testing.T, rego string) *policy.Engine {
+func withRules(t *testing.T, rego string, opts ...policy.Option) *policy.Engine {
 	t.Helper()
 	dir := policytest.Copy(t, "../../policies", map[string]string{"team_rules.rego": "package mcp.authz\n\n" + rego})
-	e, err := policy.New(context.Background(), dir)
+	e, err := policy.New(context.Background(), dir, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,5 +225,44 @@ func TestReusedDecisionStillChecksArguments(t *testing.T) {
 	d, err := e.Decide(context.Background(), in)
 	if err != nil || d.Allow {
 		t.Fatalf("duplicate keys on a reused decision: %+v %v", d, err)
+	}
+}
+
+// Analyses and evaluations run at once on one compiled policy (the race
+// detector watches): callers of several tools, first requests and reused
+// ones mixed.
+func TestReuseConcurrent(t *testing.T) {
+	// 16 callers at once on a loaded machine, under the race detector:
+	// the test is about races, not about the evaluation's time.
+	e := withRules(t, `deny contains "too much" if { input.mcp.tool.name == "approve_budget"; input.mcp.tool.arguments.amount > 1000 }`,
+		policy.WithTimeout(30*time.Second))
+	tools := []string{"read_critical_data", "approve_budget", "get_current_user", "admin_operation"}
+	callers := []token{newToken("data_reader"), newToken("finance", "executive"), newToken("supervisor"), newToken()}
+	done := make(chan error, len(callers)*len(tools))
+	for _, c := range callers {
+		for _, tool := range tools {
+			go func() {
+				var first *bool
+				for range 20 {
+					d, err := e.Decide(context.Background(), c.call(tool, `{"amount":5}`))
+					if err != nil {
+						done <- err
+						return
+					}
+					if first == nil {
+						first = &d.Allow
+					} else if *first != d.Allow {
+						done <- errors.New(tool + ": the decision changed between identical requests")
+						return
+					}
+				}
+				done <- nil
+			}()
+		}
+	}
+	for range len(callers) * len(tools) {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
