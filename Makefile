@@ -17,19 +17,21 @@ test: deps lint test-policy test-go test-fuzz test-e2e test-keycloak mutate-go-c
 
 # System packages the tests run for real: Debian's redis-server, unzip
 # for the Keycloak distribution (fetched from Maven Central by test/keycloak/fetch.sh),
-# and chromium, the browser that approves the OAuth proxy's consent page.
+# chromium, the browser that approves the OAuth proxy's consent page, and
+# nginx, the reverse proxy in front of three replicas (test/replicas_nginx_test.go).
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v unzip >/dev/null || missing="$$missing unzip"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (Debian packages)"; \
 	  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; \
 	fi
 
 test-go:
-	MCPGUARD_REDIS=1 MCPGUARD_CHROMIUM=1 $(GO) test -race -count=1 $(PKGS)
+	MCPGUARD_REDIS=1 MCPGUARD_CHROMIUM=1 MCPGUARD_NGINX=1 $(GO) test -race -count=1 $(PKGS)
 
 # Fuzz the two parsers at the trust boundary for a bounded time each: the
 # bearer token (only the issuer's signed claims get through) and the tool
