@@ -47,7 +47,11 @@ type logEntry struct {
 	latency time.Duration
 	// input is the document the policy was given (AST values are
 	// immutable once built: reading it on another goroutine is safe).
-	input   ast.Value
+	input ast.Value
+	// request, when input is nil, is the request whose document the log
+	// goroutine builds: a reused decision made none, and the request's
+	// goroutine should not make one only to log it.
+	request *Input
 	c       *compiled
 	d       Decision
 	visible map[string]struct{}
@@ -135,6 +139,11 @@ func (en *logEntry) info() *server.Info {
 		Timestamp:  en.at.UTC(),
 		Path:       en.path,
 		Metrics:    latency(en.latency.Nanoseconds()),
+	}
+	if en.input == nil && en.request != nil {
+		if v, err := en.request.value(); err == nil {
+			en.input = v
+		}
 	}
 	if en.input != nil {
 		// The mask works on JSON values, the drop and mask policies read

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -48,10 +49,15 @@ func BenchmarkDecisionLogs(b *testing.B) {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
-	for _, mode := range []string{"off", "on", "enqueue"} {
+	// Each mode evaluated (decision reuse off: a first request, or a rule
+	// that reads the request) and reused (the same caller and tool again).
+	for _, mode := range []string{"off", "on", "enqueue", "off-reused", "on-reused"} {
 		b.Run(mode, func(b *testing.B) {
 			var opts []Option
-			if mode == "on" {
+			if !strings.HasSuffix(mode, "-reused") {
+				opts = append(opts, WithoutDecisionReuse())
+			}
+			if strings.HasPrefix(mode, "on") {
 				opts = append(opts, WithManagement(Management{Config: []byte(`{"decision_logs": {"console": true}}`), Console: io.Discard}))
 			}
 			e, err := New(ctx, dir, opts...)

@@ -239,3 +239,49 @@ func TestDecisionLogsUploadToAService(t *testing.T) {
 		t.Fatalf("event: %v", events[0])
 	}
 }
+
+// A reused decision is logged like an evaluated one: its own id, the same
+// result, the request's input masked (built on the log's goroutine).
+func TestDecisionLogsReusedDecisions(t *testing.T) {
+	var console syncBuffer
+	e := logsEngine(t, `{"decision_logs": {"console": true}}`, &console)
+	ctx := context.Background()
+	first := loggedCall("read_critical_data", "data_reader")
+	first.MCP.Tool.Annotations = policy.ToolHints{ReadOnly: true}.Fragment()
+	again := *first
+	again.MCP.Tool = &policy.Tool{Name: "read_critical_data", Arguments: json.RawMessage(`{"query":"` + secret + `","limit":9}`),
+		Annotations: first.MCP.Tool.Annotations}
+	var ids []string
+	for _, in := range []*policy.Input{first, &again} {
+		d, err := e.Decide(ctx, in)
+		if err != nil || !d.Allow {
+			t.Fatalf("%+v %v", d, err)
+		}
+		ids = append(ids, d.ID)
+	}
+	if _, ok := policy.Reused(e, &again); !ok {
+		t.Fatal("the second decision was not reused: the test shows nothing")
+	}
+	closeCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	e.Close(closeCtx)
+	out := console.String()
+	if strings.Contains(out, secret) {
+		t.Fatalf("the secret reached the decision log:\n%s", out)
+	}
+	events := consoleEvents(t, out)
+	if len(events) != 2 || events[1]["decision_id"] != ids[1] {
+		t.Fatalf("events %v, want the two decisions %v", events, ids)
+	}
+	ev := events[1]
+	if ev["result"].(map[string]any)["allow"] != true {
+		t.Errorf("the reused decision's result: %v", ev["result"])
+	}
+	in, _ := ev["input"].(map[string]any)
+	mcp, _ := in["mcp"].(map[string]any)
+	tool, _ := mcp["tool"].(map[string]any)
+	args, _ := tool["arguments"].(map[string]any)
+	if tool["name"] != "read_critical_data" || args["limit"] != "**masked**" {
+		t.Errorf("the reused decision's input: %v", in)
+	}
+}

@@ -391,17 +391,20 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 					return e.refuseInput(t0, in, err)
 				}
 			}
-			if allowed && e.dlog == nil {
-				return Decision{Allow: true, ID: e.ids.next()}, nil
+			if allowed {
+				d := Decision{Allow: true, ID: e.ids.next()}
+				if e.dlog != nil {
+					// The log goroutine builds the document from a copy.
+					req := *in
+					e.dlog.enqueue(logEntry{id: d.ID, path: decisionPath, at: t0, latency: time.Since(t0), request: &req, c: c, d: d})
+				}
+				return d, nil
 			}
 			v, err := in.value()
 			if err != nil {
 				return e.refuseInput(t0, in, err)
 			}
-			d, err := Decision{Allow: true, ID: e.ids.next()}, error(nil)
-			if !allowed {
-				d, err = e.denied(ctx, c, v, in.MCP.Method)
-			}
+			d, err := e.denied(ctx, c, v, in.MCP.Method)
 			if e.dlog != nil {
 				e.logDecision(t0, c, v, d, err)
 			}
