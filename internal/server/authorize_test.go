@@ -613,8 +613,10 @@ func TestVisibleCache(t *testing.T) {
 		if after, err := s.visible(context.Background(), p, in); err != nil || len(after) != 2 {
 			t.Fatalf("LIST_CACHE_TTL=%s: after a policy change: %v %v", ttl, after, err)
 		}
-		// An answer past its time is not served.
+		// An answer past its time is not served (marked, so that serving
+		// it would show).
 		for k, e := range p.vis {
+			e.set = map[string]struct{}{"cached": {}}
 			e.until = time.Now().Add(-time.Millisecond)
 			p.vis[k] = e
 		}
