@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -68,11 +69,16 @@ func BenchmarkDecisionLogs(b *testing.B) {
 			if mode == "enqueue" {
 				var dropped atomic.Uint64
 				dl := &decisionLog{queue: make(chan logEntry, logQueueSize), quit: make(chan struct{}), done: make(chan struct{}), dropped: &dropped}
-				go func() {
+				go func() { // as run does, without writing
 					defer close(dl.done)
+					tick := time.NewTicker(logFlushInterval)
+					defer tick.Stop()
 					for {
 						select {
-						case <-dl.queue:
+						case <-tick.C:
+							for len(dl.queue) > 0 {
+								<-dl.queue
+							}
 						case <-dl.quit:
 							return
 						}
@@ -135,15 +141,22 @@ func BenchmarkDecisionLogWrite(b *testing.B) {
 
 // BenchmarkDecisionLogEnqueue is the whole of what decision logs add to a
 // request's goroutine, alone: the clock read twice and the hand-over of one
-// entry to a queue a reader keeps empty.
+// entry to the queue, which a reader drains as run does (a loop this fast
+// fills it between two drains: dropped/op says how often the hand-over was
+// a drop).
 func BenchmarkDecisionLogEnqueue(b *testing.B) {
 	var dropped atomic.Uint64
 	dl := &decisionLog{queue: make(chan logEntry, logQueueSize), quit: make(chan struct{}), done: make(chan struct{}), dropped: &dropped}
-	go func() {
+	go func() { // as run does, without writing
 		defer close(dl.done)
+		tick := time.NewTicker(logFlushInterval)
+		defer tick.Stop()
 		for {
 			select {
-			case <-dl.queue:
+			case <-tick.C:
+				for len(dl.queue) > 0 {
+					<-dl.queue
+				}
 			case <-dl.quit:
 				return
 			}
@@ -162,4 +175,73 @@ func BenchmarkDecisionLogEnqueue(b *testing.B) {
 		e.logDecision(time.Now(), nil, v, d, nil)
 	}
 	b.ReportMetric(float64(dropped.Load())/float64(b.N), "dropped/op")
+}
+
+// BenchmarkDecisionLogsPaired is the decision-log budget measured as a
+// pair: one engine without decision logs and one with console logs (OPA's
+// plugin, to io.Discard, masked) decide the same call in turn, so that the
+// machine's drift over the run falls on both alike. It reports each one's
+// p50 and the difference (p50-delta-ns), evaluated and reused.
+func BenchmarkDecisionLogsPaired(b *testing.B) {
+	dir := b.TempDir()
+	if err := policytest.Scaled("../../policies", dir, 200, 50); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, reuse := range []bool{false, true} {
+		name := "evaluated"
+		if reuse {
+			name = "reused"
+		}
+		b.Run(name, func(b *testing.B) {
+			var opts []Option
+			if !reuse {
+				opts = append(opts, WithoutDecisionReuse())
+			}
+			off, err := New(ctx, dir, opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			on, err := New(ctx, dir, append(opts, WithManagement(Management{Config: []byte(`{"decision_logs": {"console": true}}`), Console: io.Discard}))...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer on.Close(ctx)
+			in := benchCall()
+			var samples [2][]time.Duration
+			engines := [2]*Engine{off, on}
+			i := 0
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				k := i & 1
+				e := engines[k]
+				if i%16 < 2 {
+					t0 := time.Now()
+					d, err := e.Decide(ctx, in)
+					samples[k] = append(samples[k], time.Since(t0))
+					if err != nil || !d.Allow {
+						b.Fatalf("%+v %v", d, err)
+					}
+				} else if d, err := e.Decide(ctx, in); err != nil || !d.Allow {
+					b.Fatalf("%+v %v", d, err)
+				}
+				i++
+			}
+			b.StopTimer()
+			clock := benchtest.ClockCost()
+			p50 := func(s []time.Duration) float64 {
+				slices.Sort(s)
+				return float64(max(s[len(s)/2]-clock, 0).Nanoseconds())
+			}
+			if len(samples[0]) == 0 || len(samples[1]) == 0 {
+				return
+			}
+			a, c := p50(samples[0]), p50(samples[1])
+			b.ReportMetric(a, "p50-off-ns")
+			b.ReportMetric(c, "p50-on-ns")
+			b.ReportMetric(c-a, "p50-delta-ns")
+			b.ReportMetric(float64(on.dlog.dropped.Load())/float64(b.N/2+1), "dropped/op")
+		})
+	}
 }
