@@ -32,3 +32,20 @@ func BenchmarkArguments(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkArgumentsCheck is the check a reused decision makes of a call's
+// arguments: the same rules, no AST.
+func BenchmarkArgumentsCheck(b *testing.B) {
+	for _, name := range []string{"small", "medium"} {
+		raw := json.RawMessage(benchArgs[name])
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(raw)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := checkArguments(raw); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -387,7 +387,7 @@ func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
 			// The arguments are checked whatever was decided before: a
 			// request the policy cannot be shown exactly is refused.
 			if in.MCP.Tool != nil {
-				if _, err := decodeArguments(in.MCP.Tool.Arguments); err != nil {
+				if err := checkArguments(in.MCP.Tool.Arguments); err != nil {
 					return e.refuseInput(t0, in, err)
 				}
 			}

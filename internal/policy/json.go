@@ -93,6 +93,32 @@ func jsonKind(c byte) string {
 	return ""
 }
 
+// checkArguments applies decodeArguments' rules to a call's arguments and
+// builds nothing: the same refusal for the same bytes, no AST. A reused
+// decision needs no input document, but the arguments are still refused
+// exactly when an evaluation would refuse them.
+func checkArguments(raw json.RawMessage) error {
+	raw = bytes.Trim(raw, " \t\r\n")
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	if raw[0] != '{' {
+		_, err := decodeArguments(raw)
+		return err
+	}
+	p := parsers.Get().(*argParser)
+	defer p.release()
+	p.b, p.i, p.check = raw, 0, true
+	if _, err := p.value(0); err != nil {
+		return err
+	}
+	p.space()
+	if p.i != len(p.b) {
+		return p.malformed("data after the arguments object")
+	}
+	return nil
+}
+
 // argParser holds one conversion's state. Its stacks and buffers are reused
 // from call to call (parsers), so that a call allocates little more than
 // the AST it returns.
@@ -111,7 +137,14 @@ type argParser struct {
 	// keyValues shares one value among the repeats of a key, as in arrays of
 	// objects.
 	keyValues map[string]ast.Value
+	// check: only check the bytes (checkArguments), build no values. The
+	// keys being read are then kept as spans of kbuf.
+	check  bool
+	kbuf   []byte
+	kspans []keySpan
 }
+
+type keySpan struct{ start, end int }
 
 var parsers = sync.Pool{New: func() any { return &argParser{keyValues: make(map[string]ast.Value)} }}
 
@@ -123,7 +156,8 @@ const (
 )
 
 func (p *argParser) release() {
-	if cap(p.vals) > maxKeptSlots || cap(p.keys) > maxKeptSlots || cap(p.items) > maxKeptSlots || cap(p.buf) > 64<<10 {
+	if cap(p.vals) > maxKeptSlots || cap(p.keys) > maxKeptSlots || cap(p.items) > maxKeptSlots || cap(p.buf) > 64<<10 ||
+		cap(p.kspans) > maxKeptSlots || cap(p.kbuf) > 64<<10 {
 		return
 	}
 	// Drop references to this call's values before the parser is reused.
@@ -132,6 +166,7 @@ func (p *argParser) release() {
 	clear(p.sorted[:cap(p.sorted)])
 	clear(p.keyValues)
 	p.b, p.vals, p.keys, p.sorted = nil, p.vals[:0], p.keys[:0], p.sorted[:0]
+	p.check, p.kbuf, p.kspans = false, p.kbuf[:0], p.kspans[:0]
 	parsers.Put(p)
 }
 
@@ -161,6 +196,10 @@ func (p *argParser) value(depth int) (ast.Value, error) {
 	case c == '[':
 		return p.array(depth + 1)
 	case c == '"':
+		if p.check {
+			_, err := p.strBytes()
+			return nil, err
+		}
 		s, err := p.str()
 		if err != nil {
 			return nil, err
@@ -196,7 +235,7 @@ func (p *argParser) object(depth int) (ast.Value, error) {
 		p.i++
 		return emptyObject, nil
 	}
-	kbase, vbase := len(p.keys), len(p.vals)
+	kbase, vbase, sbase := len(p.keys), len(p.vals), len(p.kspans)
 	for {
 		p.space()
 		if p.i >= len(p.b) || p.b[p.i] != '"' {
@@ -206,7 +245,13 @@ func (p *argParser) object(depth int) (ast.Value, error) {
 		if err != nil {
 			return nil, err
 		}
-		p.keys = append(p.keys, p.keyValue(k))
+		if p.check {
+			start := len(p.kbuf)
+			p.kbuf = append(p.kbuf, k...)
+			p.kspans = append(p.kspans, keySpan{start, len(p.kbuf)})
+		} else {
+			p.keys = append(p.keys, p.keyValue(k))
+		}
 		p.space()
 		if p.i >= len(p.b) || p.b[p.i] != ':' {
 			return nil, p.malformed("expected ':' after a key")
@@ -230,6 +275,14 @@ func (p *argParser) object(depth int) (ast.Value, error) {
 			break
 		}
 		return nil, p.malformed("expected ',' or '}'")
+	}
+	if p.check {
+		spans := p.kspans[sbase:]
+		if k, dup := p.duplicateSpan(spans); dup {
+			return nil, refuse("duplicate key %s", quoteKey(ast.String(k)))
+		}
+		p.kbuf, p.kspans, p.vals = p.kbuf[:spans[0].start], p.kspans[:sbase], p.vals[:vbase]
+		return nil, nil
 	}
 	keys, vals := p.keys[kbase:], p.vals[vbase:]
 	if k, dup := duplicateKey(keys, &p.sorted); dup {
@@ -280,6 +333,10 @@ func (p *argParser) array(depth int) (ast.Value, error) {
 		}
 		return nil, p.malformed("expected ',' or ']'")
 	}
+	if p.check {
+		p.vals = p.vals[:base]
+		return nil, nil
+	}
 	vals := p.vals[base:]
 	terms := make([]ast.Term, len(vals))
 	ptrs := make([]*ast.Term, len(vals))
@@ -329,6 +386,30 @@ func duplicateKey(keys []ast.Value, scratch *[]string) (ast.Value, bool) {
 		}
 	}
 	return nil, false
+}
+
+// duplicateSpan is duplicateKey for the keys of a checked object, kept as
+// spans of kbuf.
+func (p *argParser) duplicateSpan(spans []keySpan) (string, bool) {
+	key := func(s keySpan) []byte { return p.kbuf[s.start:s.end] }
+	if len(spans) <= 16 {
+		for i := 1; i < len(spans); i++ {
+			for j := range i {
+				if bytes.Equal(key(spans[i]), key(spans[j])) {
+					return string(key(spans[i])), true
+				}
+			}
+		}
+		return "", false
+	}
+	sorted := slices.Clone(spans)
+	slices.SortFunc(sorted, func(a, b keySpan) int { return bytes.Compare(key(a), key(b)) })
+	for i := 1; i < len(sorted); i++ {
+		if bytes.Equal(key(sorted[i]), key(sorted[i-1])) {
+			return string(key(sorted[i])), true
+		}
+	}
+	return "", false
 }
 
 // quoteKey quotes a key for a reason, cut short: it is the caller's text.
@@ -522,6 +603,9 @@ func (p *argParser) number() (ast.Value, error) {
 		if n := intEnd - digits; n > len(maxExactInteger) || (n == len(maxExactInteger) && string(p.b[digits:intEnd]) > maxExactInteger) {
 			return nil, refuse("integer %s is beyond ±2^53, where float64 and integer decoding disagree (send it as a string)", text)
 		}
+		if p.check {
+			return nil, nil
+		}
 		if t := ast.InternedIntNumberTermFromString(string(text)); t != nil {
 			return t.Value, nil
 		}
@@ -531,6 +615,9 @@ func (p *argParser) number() (ast.Value, error) {
 	f, err := strconv.ParseFloat(s, 64)
 	if err != nil || math.IsInf(f, 0) {
 		return nil, refuse("number %s is out of the range of float64", quoteNumber(s))
+	}
+	if p.check {
+		return nil, nil
 	}
 	var canon [32]byte
 	if c := appendFloat(canon[:0], f); string(c) != s {

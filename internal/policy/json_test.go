@@ -155,6 +155,9 @@ func TestArgumentsRefused(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			v, err := decodeArguments([]byte(c.args))
+			if cerr := checkArguments([]byte(c.args)); cerr == nil || err == nil || cerr.Error() != err.Error() {
+				t.Errorf("checkArguments: %v; decodeArguments: %v", cerr, err)
+			}
 			var ae *argumentsError
 			if !errors.As(err, &ae) {
 				t.Fatalf("accepted as %v (err %v)", v, err)
@@ -184,6 +187,9 @@ func TestArgumentsUnchanged(t *testing.T) {
 		got, err := decodeArguments([]byte(args))
 		if err != nil {
 			t.Fatalf("%.80q refused: %v", args, err)
+		}
+		if err := checkArguments([]byte(args)); err != nil {
+			t.Fatalf("%.80q refused by the check: %v", args, err)
 		}
 		want, err := sdkDecode([]byte(args))
 		if err != nil {
@@ -233,6 +239,11 @@ func FuzzArguments(f *testing.F) {
 	f.Add([]byte(`{"query":"q3 revenue","limit":10}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		got, err := decodeArguments(b)
+		// The check a reused decision makes refuses the same bytes, for the
+		// same reason.
+		if cerr := checkArguments(b); (cerr == nil) != (err == nil) || (err != nil && cerr.Error() != err.Error()) {
+			t.Fatalf("%q: checkArguments: %v; decodeArguments: %v", b, cerr, err)
+		}
 		if err != nil {
 			var ae *argumentsError
 			if !errors.As(err, &ae) || !strings.HasPrefix(err.Error(), "tool arguments refused: ") {
