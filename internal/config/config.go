@@ -67,6 +67,8 @@ type Config struct {
 	HTTP HTTP
 	// MetricsAddr is the listen address of /metrics; empty: not served.
 	MetricsAddr string
+	// Pprof serves Go's profiles (net/http/pprof) on the metrics listener.
+	Pprof bool
 	// Tracing sends a span per MCP request to an OpenTelemetry collector.
 	Tracing Tracing
 
@@ -503,6 +505,7 @@ func FromSource(src Source) (*Config, error) {
 	if strings.EqualFold(c.MetricsAddr, "off") {
 		c.MetricsAddr = ""
 	}
+	c.Pprof = r.boolean("PPROF", false)
 	c.Tracing = Tracing{
 		Endpoint: r.str("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
 		Protocol: r.oneOf("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", "http/protobuf", "grpc"),
@@ -669,6 +672,9 @@ func (c *Config) validate(r *reader) {
 		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 			r.fail("METRICS_ADDR", "%q: the port must be a number from 0 to 65535", c.MetricsAddr)
 		}
+	}
+	if c.Pprof && (c.MetricsAddr == "" || c.Transport == TransportStdio) {
+		r.fail("PPROF", "profiles are served on the metrics listener: set METRICS_ADDR (and an HTTP transport)")
 	}
 	if c.HTTP.ShutdownTimeout < 0 {
 		r.fail("SHUTDOWN_TIMEOUT", "must not be negative")

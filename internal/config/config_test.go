@@ -223,6 +223,15 @@ func TestHTTPLimitsAndMetricsAddr(t *testing.T) {
 	if _, err := FromSource(from(base("METRICS_ADDR", "127.0.0.1:99999"))); err == nil || !strings.Contains(err.Error(), "METRICS_ADDR:") {
 		t.Errorf("METRICS_ADDR with a bad port accepted: %v", err)
 	}
+	if c.Pprof {
+		t.Error("PPROF is on by default")
+	}
+	if c, err := FromSource(from(base("PPROF", "true"))); err != nil || !c.Pprof {
+		t.Errorf("PPROF=true: %v %v", c, err)
+	}
+	if _, err := FromSource(from(base("PPROF", "true", "METRICS_ADDR", "off"))); err == nil || !strings.Contains(err.Error(), "PPROF:") {
+		t.Errorf("PPROF without a metrics listener accepted: %v", err)
+	}
 }
 
 func TestAppRoleTenantsMustBeAccepted(t *testing.T) {

@@ -3,6 +3,7 @@ package server
 import (
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -317,6 +318,14 @@ func (s *Server) MetricsHandler() http.Handler {
 	mux.Handle("GET /metrics", s.metrics.handler())
 	mux.HandleFunc("GET /healthz", s.serveHealth)
 	mux.Handle("GET /readyz", s.readiness.handler(true))
+	if s.cfg.Pprof {
+		// Go's profiles, for measuring the server under load: stacks and
+		// counts, not memory's contents. Importing net/http/pprof also
+		// registers them on http.DefaultServeMux, which nothing here serves.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !addressedByIP(r.Host) {
 			http.Error(w, "metrics are served to requests addressed to an IP address or localhost", http.StatusForbidden)

@@ -561,3 +561,19 @@ func TestRefusedPolicyChangeVisible(t *testing.T) {
 		t.Fatalf("after a good reload: %s", body)
 	}
 }
+
+// Go's profiles are served on the metrics listener only when PPROF=true,
+// and never on the MCP listener.
+func TestPprofOnlyWhenAsked(t *testing.T) {
+	off := newObserved(t, nil, Options{})
+	if code, _ := get(t, off.s.MetricsHandler(), "/debug/pprof/"); code != http.StatusNotFound {
+		t.Fatalf("profiles served without PPROF: %d", code)
+	}
+	on := newObserved(t, map[string]string{"PPROF": "true"}, Options{})
+	if code, body := get(t, on.s.MetricsHandler(), "/debug/pprof/"); code != http.StatusOK || !strings.Contains(body, "goroutine") {
+		t.Fatalf("PPROF=true: %d %.200s", code, body)
+	}
+	if code, _ := get(t, on.h, "/debug/pprof/"); code == http.StatusOK {
+		t.Fatal("profiles served on the MCP listener")
+	}
+}

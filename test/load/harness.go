@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,6 +71,11 @@ func harness(ctx context.Context, o *options, stdout io.Writer) ([]*modeResult, 
 			return nil, err
 		}
 		o.repo = root
+	}
+	if o.cpuprofile != "" {
+		if err := os.MkdirAll(o.cpuprofile, 0o755); err != nil {
+			return nil, err
+		}
 	}
 	repo, err := filepath.Abs(o.repo)
 	if err != nil {
@@ -160,9 +167,19 @@ func runMode(ctx context.Context, o *options, bins binaries, work, mode string) 
 	for r := range o.rounds {
 		for _, t := range targets {
 			before, okBefore := t.mallocs(ctx)
+			var profiled chan error
+			if o.cpuprofile != "" && r == o.rounds-1 {
+				profiled = make(chan error, 1)
+				go func() { profiled <- t.profile(ctx, o, mode) }()
+			}
 			ops, elapsed, err := t.round(ctx, o.duration)
 			if err != nil {
 				return nil, fmt.Errorf("%s: round %d: %w", t.name, r+1, err)
+			}
+			if profiled != nil {
+				if err := <-profiled; err != nil {
+					return nil, fmt.Errorf("%s: CPU profile: %w", t.name, err)
+				}
 			}
 			after, okAfter := t.mallocs(ctx)
 			t.ops += ops
@@ -230,6 +247,35 @@ func (t *target) round(ctx context.Context, d time.Duration) (int64, time.Durati
 		}
 	}
 	return ops, elapsed, nil
+}
+
+// profile writes t's CPU profile over most of a round (whole seconds, at
+// least one) to o.cpuprofile: the profile runs while the round does.
+func (t *target) profile(ctx context.Context, o *options, mode string) error {
+	if t.metrics == "" {
+		return errors.New("the server has no metrics listener")
+	}
+	secs := max(1, int(o.duration/time.Second))
+	u := strings.TrimSuffix(t.metrics, "/metrics") + "/debug/pprof/profile?seconds=" + strconv.Itoa(secs)
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(o.cpuprofile, t.name+"-"+mode+".pprof"), b, 0o644)
 }
 
 // mallocs is the server's count of heap allocations so far.
@@ -326,6 +372,9 @@ func startGuarded(ctx context.Context, o *options, procs *group, bin, work strin
 			"ENVIRONMENT=development", "DEV_IDP=true", "HOST=127.0.0.1", "PORT="+ports[0],
 			"METRICS_ADDR="+maddr, "POLICY_DIR="+filepath.Join(o.repo, "policies"), "POLICY_STRICT=true",
 			"LOG_LEVEL=error", "LOG_FORMAT=text", "STATELESS="+strconv.FormatBool(stateless))
+		if o.cpuprofile != "" {
+			env = append(env, "PPROF=true")
+		}
 		env = append(env, o.guardEnv...) // last: a duplicate key takes the last value
 		var p *proc
 		if p, err = startProc("mcpguard", bin, []string{"serve"}, env, work); err != nil {

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"math"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -106,11 +107,13 @@ func TestHarnessEndToEnd(t *testing.T) {
 	checkGone(t, got)
 }
 
-// The same through the Go SDK client, one mode: the other kind of client.
+// The same through the Go SDK client, one mode: the other kind of client;
+// with -cpuprofile, each server's profile of the round is written.
 func TestHarnessSDKClient(t *testing.T) {
 	needLoad(t)
-	o, err := parseOptions([]string{"-clients", "2", "-rounds", "1", "-duration", "300ms", "-warmup", "0",
-		"-modes", "stateless", "-client", "sdk", "-max-errors", "20"}, os.Stderr)
+	profiles := t.TempDir()
+	o, err := parseOptions([]string{"-clients", "2", "-rounds", "1", "-duration", "1s", "-warmup", "0",
+		"-modes", "stateless", "-client", "sdk", "-max-errors", "20", "-cpuprofile", profiles}, os.Stderr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,6 +126,10 @@ func TestHarnessSDKClient(t *testing.T) {
 	for _, name := range []string{"bare", "guarded"} {
 		if tg := results[0].target(name); tg == nil || tg.ops == 0 {
 			t.Errorf("%s: no calls answered", name)
+		}
+		// A gzipped profile.proto.
+		if b, err := os.ReadFile(filepath.Join(profiles, name+"-stateless.pprof")); err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Errorf("%s: CPU profile: %d bytes, %v", name, len(b), err)
 		}
 	}
 }

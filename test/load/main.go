@@ -69,7 +69,10 @@ type options struct {
 	// maxErrors is how many calls may fail on one server before the run
 	// does: a guarded server that refuses calls under load must be seen.
 	maxErrors int
-	progress  io.Writer // what the harness is doing, while it builds and starts
+	// cpuprofile is a directory for each server's CPU profile of its last
+	// round per mode; "" takes none.
+	cpuprofile string
+	progress   io.Writer // what the harness is doing, while it builds and starts
 }
 
 // listFlag is a repeatable KEY=VALUE flag.
@@ -104,6 +107,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.user, "user", "loadtest", "the dev identity provider user the token is minted for")
 	fs.StringVar(&o.roles, "roles", "data_reader", "the token's app roles (comma-separated); they must allow read_critical_data")
 	fs.IntVar(&o.maxErrors, "max-errors", 0, "calls that may fail on one server (warm-up included) before the run fails; failed calls are counted, not measured")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "a directory: each server's CPU profile over its last round, per mode (<server>-<mode>.pprof; mcpguard runs with PPROF=true)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

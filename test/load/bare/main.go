@@ -17,6 +17,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
@@ -77,7 +78,12 @@ func run(args []string) error {
 	if *metricsAddr != "" {
 		reg := prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector())
-		ms := &http.Server{Addr: *metricsAddr, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+		mm := http.NewServeMux()
+		mm.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		// The CPU profile, as mcpguard serves it with PPROF=true: the
+		// harness's -cpuprofile takes both servers' under the same load.
+		mm.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		ms := &http.Server{Addr: *metricsAddr, Handler: mm, ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- fmt.Errorf("metrics: %w", ms.ListenAndServe()) }()
 	}
 	hs := &http.Server{Addr: *addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second}
