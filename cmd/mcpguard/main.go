@@ -25,6 +25,7 @@ import (
 
 	"github.com/mcpguard/mcpguard/internal/config"
 	"github.com/mcpguard/mcpguard/internal/devidp"
+	"github.com/mcpguard/mcpguard/internal/gctune"
 	"github.com/mcpguard/mcpguard/internal/oauthproxy"
 	"github.com/mcpguard/mcpguard/internal/server"
 )
@@ -155,6 +156,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer stopPolicyOps()
+	// The policy is compiled and the tools registered: the live heap the
+	// collector's headroom is set from.
+	gctune.Start(ctx, cfg.GCHeadroom)
 	if cfg.Transport == config.TransportStdio {
 		logger.Info("serving MCP on stdio", "policy_dir", cfg.PolicyDir, "auth", cfg.EnableAuth)
 		if err := srv.RunStdio(ctx); err != nil && (ctx.Err() == nil || !errors.Is(err, context.Canceled)) {

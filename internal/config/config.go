@@ -69,6 +69,9 @@ type Config struct {
 	MetricsAddr string
 	// Pprof serves Go's profiles (net/http/pprof) on the metrics listener.
 	Pprof bool
+	// GCHeadroom is the least the heap may grow by between collections
+	// (internal/gctune); 0 leaves GOGC alone.
+	GCHeadroom uint64
 	// Tracing sends a span per MCP request to an OpenTelemetry collector.
 	Tracing Tracing
 
@@ -506,6 +509,7 @@ func FromSource(src Source) (*Config, error) {
 		c.MetricsAddr = ""
 	}
 	c.Pprof = r.boolean("PPROF", false)
+	c.GCHeadroom = uint64(r.integer("GC_HEADROOM_MB", 32, 0, 1<<16)) << 20
 	c.Tracing = Tracing{
 		Endpoint: r.str("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
 		Protocol: r.oneOf("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf", "http/protobuf", "grpc"),

@@ -226,6 +226,15 @@ func TestHTTPLimitsAndMetricsAddr(t *testing.T) {
 	if c.Pprof {
 		t.Error("PPROF is on by default")
 	}
+	if c.GCHeadroom != 32<<20 {
+		t.Errorf("GC_HEADROOM_MB default: %d bytes", c.GCHeadroom)
+	}
+	if c, err := FromSource(from(base("GC_HEADROOM_MB", "0"))); err != nil || c.GCHeadroom != 0 {
+		t.Errorf("GC_HEADROOM_MB=0: %v %v", c, err)
+	}
+	if _, err := FromSource(from(base("GC_HEADROOM_MB", "-1"))); err == nil || !strings.Contains(err.Error(), "GC_HEADROOM_MB:") {
+		t.Errorf("GC_HEADROOM_MB=-1 accepted: %v", err)
+	}
 	if c, err := FromSource(from(base("PPROF", "true"))); err != nil || !c.Pprof {
 		t.Errorf("PPROF=true: %v %v", c, err)
 	}
