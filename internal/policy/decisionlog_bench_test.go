@@ -87,6 +87,7 @@ func BenchmarkDecisionLogs(b *testing.B) {
 				e.dlog = dl
 			}
 			in := benchCall()
+			warmReuse(b, e, in)
 			var lat benchtest.Latencies
 			b.ReportAllocs()
 			b.ResetTimer()
@@ -110,6 +111,19 @@ func BenchmarkDecisionLogs(b *testing.B) {
 				b.ReportMetric(float64(e.dlog.dropped.Load())/float64(b.N), "dropped/op")
 			}
 		})
+	}
+}
+
+// warmReuse decides in twice, letting the reuse analysis the first starts
+// end in between, so that a reusing engine's loop measures reused decisions
+// only (the second is remembered). The decisions are logged like the loop's.
+func warmReuse(b *testing.B, e *Engine, in *Input) {
+	b.Helper()
+	for range 2 {
+		if d, err := e.Decide(context.Background(), in); err != nil || !d.Allow {
+			b.Fatalf("%+v %v", d, err)
+		}
+		WaitReuseAnalysis(e)
 	}
 }
 
@@ -210,6 +224,9 @@ func BenchmarkDecisionLogsPaired(b *testing.B) {
 			in := benchCall()
 			var samples [2][]time.Duration
 			engines := [2]*Engine{off, on}
+			for _, e := range engines {
+				warmReuse(b, e, in)
+			}
 			i := 0
 			b.ReportAllocs()
 			b.ResetTimer()

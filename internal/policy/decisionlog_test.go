@@ -252,15 +252,20 @@ func TestDecisionLogsReusedDecisions(t *testing.T) {
 	again.MCP.Tool = &policy.Tool{Name: "read_critical_data", Arguments: json.RawMessage(`{"query":"` + secret + `","limit":9}`),
 		Annotations: first.MCP.Tool.Annotations}
 	var ids []string
-	for _, in := range []*policy.Input{first, &again} {
+	// The first decision starts the reuse analysis, the second (after it)
+	// is remembered, the third reused.
+	for i, in := range []*policy.Input{first, first, &again} {
 		d, err := e.Decide(ctx, in)
 		if err != nil || !d.Allow {
 			t.Fatalf("%+v %v", d, err)
 		}
 		ids = append(ids, d.ID)
+		if i == 0 {
+			policy.WaitReuseAnalysis(e)
+		}
 	}
 	if _, ok := policy.Reused(e, &again); !ok {
-		t.Fatal("the second decision was not reused: the test shows nothing")
+		t.Fatal("the third decision was not reused: the test shows nothing")
 	}
 	closeCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -270,10 +275,10 @@ func TestDecisionLogsReusedDecisions(t *testing.T) {
 		t.Fatalf("the secret reached the decision log:\n%s", out)
 	}
 	events := consoleEvents(t, out)
-	if len(events) != 2 || events[1]["decision_id"] != ids[1] {
-		t.Fatalf("events %v, want the two decisions %v", events, ids)
+	if len(events) != 3 || events[2]["decision_id"] != ids[2] {
+		t.Fatalf("events %v, want the three decisions %v", events, ids)
 	}
-	ev := events[1]
+	ev := events[2]
 	if ev["result"].(map[string]any)["allow"] != true {
 		t.Errorf("the reused decision's result: %v", ev["result"])
 	}

@@ -21,10 +21,18 @@ import (
 // the client leaves a residual that does, and that (method, target) is then
 // evaluated on every request.
 //
+// The analysis runs in the background, never on a request's goroutine: the
+// first request of a shape is evaluated and starts it, one at a time per
+// shape and at most maxAnalyses at once per compiled policy (past that a
+// later request of the shape starts it). Until it has shown the shape
+// reusable, every request of the shape is evaluated; the first one
+// evaluated after that is remembered. An analysis that errs, times out or
+// panics leaves its shape evaluated on every request.
+//
 // The caller is named by its input fragments (Input.Identity and
 // Input.Authorization), which the server makes once per token: a new token,
 // so new roles, is a new caller. The reuse belongs to one compiled policy,
-// so a reload drops it.
+// its analyses included, so a reload drops it.
 
 // shape is what a request asks, as far as the reuse analysis knows it.
 type shape struct {
@@ -50,25 +58,32 @@ type reuseKey struct {
 	identity, authorization *Fragment
 }
 
-// Bounds: an analysis costs a partial evaluation (milliseconds), so a
-// client naming ever new prompts or resource URIs stops being analysed
-// after maxShapes; decisions are forgotten all at once past maxDecisions.
+// Bounds: an analysis costs a partial evaluation (milliseconds) and a core
+// while it runs, so no more than maxAnalyses run at once, and a client
+// naming ever new prompts or resource URIs stops being analysed after
+// maxShapes (analysed and pending); decisions are forgotten all at once
+// past maxDecisions.
 const (
 	maxShapes       = 1024
+	maxAnalyses     = 2
 	maxDecisions    = 1 << 16
 	analysisTimeout = 2 * time.Second
 )
 
 type reuse struct {
 	mu        sync.RWMutex
-	shapes    map[shape]bool // analysed: reusable or not
+	shapes    map[shape]bool     // analysed: reusable or not
+	pending   map[shape]struct{} // being analysed, one analysis each
 	decisions map[reuseKey]bool
-	// analyse is the analysis; tests replace it to count analyses.
+	// idle is signalled (under mu) when the last pending analysis ends.
+	idle *sync.Cond
+	// analyse is the analysis; tests replace it to count or hold analyses.
 	analyse func(ctx context.Context, s shape) bool
 }
 
 func newReuse(c *compiled) *reuse {
-	r := &reuse{shapes: map[shape]bool{}, decisions: map[reuseKey]bool{}}
+	r := &reuse{shapes: map[shape]bool{}, pending: map[shape]struct{}{}, decisions: map[reuseKey]bool{}}
+	r.idle = sync.NewCond(&r.mu)
 	r.analyse = func(ctx context.Context, s shape) bool { return analyse(ctx, c, s) }
 	return r
 }
@@ -106,24 +121,20 @@ func (r *reuse) lookup(k reuseKey) (allowed, ok bool) {
 	return allowed, ok
 }
 
-// remember keeps a decision just evaluated, if its shape may be reused.
+// remember keeps a decision just evaluated, if its shape is known to be
+// reusable. It never waits for an analysis: a shape not yet analysed starts
+// one in the background, and this decision is not kept.
 func (r *reuse) remember(ctx context.Context, k reuseKey, allowed bool) {
 	r.mu.RLock()
 	reusable, analysed := r.shapes[k.shape]
+	_, pending := r.pending[k.shape]
+	busy := len(r.pending) >= maxAnalyses || len(r.shapes)+len(r.pending) >= maxShapes
 	r.mu.RUnlock()
 	if !analysed {
-		r.mu.RLock()
-		full := len(r.shapes) >= maxShapes
-		r.mu.RUnlock()
-		if full {
-			return
+		if !pending && !busy {
+			r.start(ctx, k.shape)
 		}
-		reusable = r.analyse(ctx, k.shape)
-		r.mu.Lock()
-		if len(r.shapes) < maxShapes {
-			r.shapes[k.shape] = reusable
-		}
-		r.mu.Unlock()
+		return
 	}
 	if !reusable {
 		return
@@ -133,6 +144,54 @@ func (r *reuse) remember(ctx context.Context, k reuseKey, allowed bool) {
 		clear(r.decisions)
 	}
 	r.decisions[k] = allowed
+	r.mu.Unlock()
+}
+
+// start analyses s in the background unless it is analysed or pending
+// already, or the bounds are reached (checked again under the lock: another
+// request of the shape may have started it).
+func (r *reuse) start(ctx context.Context, s shape) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, analysed := r.shapes[s]; analysed {
+		return
+	}
+	if _, pending := r.pending[s]; pending {
+		return
+	}
+	if len(r.pending) >= maxAnalyses || len(r.shapes)+len(r.pending) >= maxShapes {
+		return
+	}
+	r.pending[s] = struct{}{}
+	// Detached from the request, which may end first, but bounded.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), analysisTimeout)
+	go r.run(ctx, cancel, s)
+}
+
+// run is one analysis. A panic in it is a no (and would otherwise end the
+// process: no server recovers it off the request's goroutine).
+func (r *reuse) run(ctx context.Context, cancel context.CancelFunc, s shape) {
+	reusable := false
+	defer func() {
+		_ = recover()
+		cancel()
+		r.mu.Lock()
+		delete(r.pending, s)
+		r.shapes[s] = reusable
+		if len(r.pending) == 0 {
+			r.idle.Broadcast()
+		}
+		r.mu.Unlock()
+	}()
+	reusable = r.analyse(ctx, s)
+}
+
+// wait returns when no analysis is pending (for tests).
+func (r *reuse) wait() {
+	r.mu.Lock()
+	for len(r.pending) > 0 {
+		r.idle.Wait()
+	}
 	r.mu.Unlock()
 }
 
@@ -180,10 +239,9 @@ func knownInput(s shape) ast.Value {
 
 // analyse reports whether allow, for requests of shape s, is a function of
 // the caller alone. Any doubt (an error, a timeout, a residual it cannot
-// read) is a no: the request is then evaluated every time.
+// read) is a no: the request is then evaluated every time. ctx bounds it
+// (start gives it analysisTimeout).
 func analyse(ctx context.Context, c *compiled, s shape) bool {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), analysisTimeout)
-	defer cancel()
 	unknowns := append(append([]*ast.Term{}, callerInput...), variableInput...)
 	pq, err := rego.New(
 		rego.Query(AllowQuery),
