@@ -81,6 +81,10 @@ mcpguard_policy_decisions_total{method="tools/call",result="allow"} 7
 	if got := strings.Join(runtimeVars{gogc: -1, memlimit: 1 << 30, maxprocs: 4, known: true}.env(), " "); got != "GOGC=off GOMEMLIMIT=1073741824 GOMAXPROCS=4" {
 		t.Errorf("runtime env %q", got)
 	}
+	// go_gc_gogc_percent of a process run with GOGC=off: 2^64.
+	if got := (runtimeVars{gogc: 18446744073709551616, known: true}).gogcEnv(); got != "off" {
+		t.Errorf("GOGC=off read as %q", got)
+	}
 	if _, err := parseMetrics(bufio.NewScanner(strings.NewReader(text)), []string{seriesMaxProcs}); err == nil {
 		t.Error("a missing series was not reported")
 	}

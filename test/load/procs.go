@@ -217,7 +217,8 @@ func (r runtimeVars) String() string {
 }
 
 func (r runtimeVars) gogcEnv() string {
-	if r.gogc < 0 {
+	// GOGC=off reads as -1, or as 2^64 where the percent is unsigned.
+	if r.gogc < 0 || r.gogc >= math.MaxInt64 {
 		return "off"
 	}
 	return strconv.FormatFloat(r.gogc, 'f', 0, 64)
