@@ -241,7 +241,7 @@ func BenchmarkToolsList(b *testing.B) {
 		guarded int // tools the guarded caller is shown
 	}{
 		{"all-visible", all, nil, 1000},
-		{"all-visible-uncached", all, map[string]string{"LIST_CACHE_TTL": "0"}, 1000},
+		{"all-visible-uncached", all, map[string]string{"DECISION_REUSE": "false"}, 1000},
 		{"three-roles", []string{"role_00", "role_13", "role_27", "api.role_03"}, nil, 50},
 	} {
 		b.Run(c.name, func(b *testing.B) {
@@ -283,7 +283,7 @@ func BenchmarkHandler(b *testing.B) {
 	}{
 		{"tools-call", call, 200, nil, []string{"role_00", "role_13", "role_27", "api.role_03"}},
 		{"tools-list-1000", list, 1000, nil, all},
-		{"tools-list-1000-uncached", list, 1000, map[string]string{"LIST_CACHE_TTL": "0"}, all},
+		{"tools-list-1000-uncached", list, 1000, map[string]string{"DECISION_REUSE": "false"}, all},
 	} {
 		vars := map[string]string{"STATELESS": "true"}
 		for k, v := range c.vars {

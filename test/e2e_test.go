@@ -234,7 +234,7 @@ func TestSessionBoundToUser(t *testing.T) {
 
 // Stateless mode serves each POST on its own, with the same decisions.
 func TestStateless(t *testing.T) {
-	e := start(t, startIssuer(t), map[string]string{"STATELESS": "true", "LIST_CACHE_TTL": "0"})
+	e := start(t, startIssuer(t), map[string]string{"STATELESS": "true", "DECISION_REUSE": "false"})
 	cs := e.connect(t, e.token(t, devidp.Token{User: "alice", Roles: []string{"data_reader"}}))
 	if got := toolNames(t, cs); !slices.Equal(got, []string{"get_current_user", "read_critical_data"}) {
 		t.Fatalf("stateless tools/list = %v", got)
@@ -243,9 +243,10 @@ func TestStateless(t *testing.T) {
 	denial(t, err)
 }
 
-// With the list cache on, stateless callers still each get their own list.
+// With lists reused (the default), stateless callers still each get their
+// own list.
 func TestStatelessListCachePerCaller(t *testing.T) {
-	e := start(t, startIssuer(t), map[string]string{"STATELESS": "true", "LIST_CACHE_TTL": "1m"})
+	e := start(t, startIssuer(t), map[string]string{"STATELESS": "true"})
 	alice := e.connect(t, e.token(t, devidp.Token{User: "alice", Roles: []string{"data_reader"}}))
 	bob := e.connect(t, e.token(t, devidp.Token{User: "bob", Roles: []string{"finance", "executive"}}))
 	for range 3 {

@@ -90,9 +90,13 @@ type Config struct {
 	// PolicyOps says how the policy in force changes while the server
 	// runs: folder reloads, OPA bundles, decision logs.
 	PolicyOps PolicyOps
-	// ListCacheTTL is how long a caller's filtered list is reused within a
-	// session (0: evaluate every list). Calls are always decided afresh.
+	// ListCacheTTL is deprecated and ignored (read so that a setting left
+	// in place still starts): the engine reuses a caller's list while the
+	// policy is in force, when the policy shows it may (docs/POLICIES.md).
 	ListCacheTTL time.Duration
+	// DecisionReuse lets the policy engine reuse a decision (a call's, a
+	// list's) that its analysis shows depends on the caller alone.
+	DecisionReuse bool
 	// ListPageSize is how many items one page of a filtered list holds.
 	ListPageSize int
 	// DenialDetail shows authenticated callers the policy's reasons for a
@@ -469,7 +473,8 @@ func FromSource(src Source) (*Config, error) {
 		StdioAccessToken: r.str(stdioTokenVar, ""),
 		PolicyDir:        r.str("POLICY_DIR", "policies"),
 		PolicyTimeout:    r.duration("POLICY_TIMEOUT", 100*time.Millisecond),
-		ListCacheTTL:     r.duration("LIST_CACHE_TTL", 10*time.Second),
+		ListCacheTTL:     r.duration("LIST_CACHE_TTL", 0),
+		DecisionReuse:    r.boolean("DECISION_REUSE", true),
 		RolesFile:        r.str("ROLES_FILE", ""),
 
 		JWTSigningKey:        r.str("JWT_SIGNING_KEY", ""),

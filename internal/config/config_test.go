@@ -117,15 +117,21 @@ func TestBadDotenv(t *testing.T) {
 	}
 }
 
+// LIST_CACHE_TTL is deprecated: unset by default, still read (and
+// validated) so that a setting left in place starts, and the server warns.
 func TestListCacheTTL(t *testing.T) {
 	base := map[string]string{"ENABLE_AUTH": "false", "ENVIRONMENT": "development"}
 	c, err := FromSource(from(base))
-	if err != nil || c.ListCacheTTL != 10*time.Second {
+	if err != nil || c.ListCacheTTL != 0 {
 		t.Fatalf("default: %v %v", c, err)
 	}
-	base["LIST_CACHE_TTL"] = "0"
-	if c, _ := FromSource(from(base)); c.ListCacheTTL != 0 {
-		t.Fatalf("0 must turn the cache off: %v", c.ListCacheTTL)
+	base["LIST_CACHE_TTL"] = "10s"
+	if c, err := FromSource(from(base)); err != nil || c.ListCacheTTL != 10*time.Second {
+		t.Fatalf("a setting left in place: %v %v", c.ListCacheTTL, err)
+	}
+	base["LIST_CACHE_TTL"] = "soon"
+	if _, err := FromSource(from(base)); err == nil || !strings.Contains(err.Error(), "LIST_CACHE_TTL") {
+		t.Fatalf("a bad value: %v", err)
 	}
 }
 
@@ -225,6 +231,12 @@ func TestHTTPLimitsAndMetricsAddr(t *testing.T) {
 	}
 	if c.Pprof {
 		t.Error("PPROF is on by default")
+	}
+	if !c.DecisionReuse {
+		t.Error("DECISION_REUSE is off by default")
+	}
+	if c, err := FromSource(from(base("DECISION_REUSE", "false"))); err != nil || c.DecisionReuse {
+		t.Errorf("DECISION_REUSE=false: %v %v", c, err)
 	}
 	if c.GCHeadroom != 32<<20 {
 		t.Errorf("GC_HEADROOM_MB default: %d bytes", c.GCHeadroom)

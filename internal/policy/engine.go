@@ -552,28 +552,56 @@ func (e *Engine) explain(ctx context.Context, c *compiled, value ast.Value, d *D
 }
 
 // Visible returns the names (or URIs) of the input's candidates the caller may
-// see, in one evaluation. An error or an undefined result sees nothing. With
-// decision logs on, the evaluation is logged as a decision of its own
-// (path mcpguard/visible).
+// see: VisibleSet without saying whether the set was reused.
 func (e *Engine) Visible(ctx context.Context, in *Input) (map[string]struct{}, error) {
+	set, _, err := e.VisibleSet(ctx, in)
+	return set, err
+}
+
+// VisibleSet returns the names (or URIs) of the input's candidates the
+// caller may see, in one evaluation, or the set evaluated before for the
+// same caller and the same list (method and candidates) when the policy's
+// visible is shown to depend on the caller alone for that list (reuse.go);
+// reused says which. An error or an undefined result sees nothing. The set
+// may be shared with other requests: read it, never change it. With
+// decision logs on, each answer, reused or not, is logged as a decision of
+// its own (path mcpguard/visible).
+func (e *Engine) VisibleSet(ctx context.Context, in *Input) (visible map[string]struct{}, reused bool, err error) {
 	var t0 time.Time
 	if e.dlog != nil {
 		t0 = time.Now()
 	}
 	c := e.current.Load()
+	key, reusable := reuseKey{}, false
+	if s, ok := listShapeOf(in); ok && c != nil && !e.noReuse {
+		key, reusable = reuseKey{shape: s, identity: in.Identity, authorization: in.Authorization}, true
+	}
+	if reusable {
+		if set, ok := c.reuse.lookupVisible(key, in.MCP.Candidates); ok {
+			if e.dlog != nil {
+				// The log goroutine builds the document from a copy.
+				req := *in
+				e.dlog.enqueue(logEntry{id: e.ids.next(), path: visiblePath, at: t0, latency: time.Since(t0),
+					request: &req, c: c, visible: set})
+			}
+			return set, true, nil
+		}
+	}
 	v, err := in.value()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	out, err := e.visibleOf(ctx, c, v, e.listTimeout(in.MCP.Candidates))
 	if err != nil {
 		e.logger.Error("policy visibility failed", "method", in.MCP.Method, "error", err)
+	} else if reusable {
+		c.reuse.rememberVisible(ctx, key, in.MCP.Candidates, out)
 	}
 	if e.dlog != nil {
 		e.dlog.enqueue(logEntry{id: e.ids.next(), path: visiblePath, at: t0, latency: time.Since(t0),
 			input: v, c: c, visible: out, err: err})
 	}
-	return out, err
+	return out, false, err
 }
 
 func (e *Engine) visibleOf(ctx context.Context, c *compiled, v ast.Value, timeout time.Duration) (map[string]struct{}, error) {

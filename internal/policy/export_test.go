@@ -12,9 +12,29 @@ func Reused(e *Engine, in *Input) (allowed, ok bool) {
 	return e.current.Load().reuse.lookup(reuseKey{shape: s, identity: in.Identity, authorization: in.Authorization})
 }
 
-// WaitReuseAnalysis returns when the policy in force has no decision-reuse
-// analysis running: what the requests so far started has ended.
-func WaitReuseAnalysis(e *Engine) { ReuseAnalysisWaiter(e)() }
+// ReusedVisible returns the visible set the engine holds for in's caller
+// and list, if any.
+func ReusedVisible(e *Engine, in *Input) (map[string]struct{}, bool) {
+	s, ok := listShapeOf(in)
+	if !ok {
+		return nil, false
+	}
+	return e.current.Load().reuse.lookupVisible(reuseKey{shape: s, identity: in.Identity, authorization: in.Authorization}, in.MCP.Candidates)
+}
+
+// VisibleReuseAnalysed reports whether in's list shape was analysed, and
+// found reusable.
+func VisibleReuseAnalysed(e *Engine, in *Input) (reusable, analysed bool) {
+	s, ok := listShapeOf(in)
+	if !ok {
+		return false, false
+	}
+	r := e.current.Load().reuse
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	reusable, analysed = r.shapes[s]
+	return reusable, analysed
+}
 
 // ReuseAnalysisWaiter is WaitReuseAnalysis for the policy in force now,
 // kept across a reload.
@@ -33,7 +53,7 @@ const (
 func SetReuseAnalysis(e *Engine, f func(ctx context.Context, target string, analyse func(context.Context) bool) bool) {
 	r := e.current.Load().reuse
 	orig := r.analyse
-	r.analyse = func(ctx context.Context, s shape) bool {
-		return f(ctx, s.target, func(ctx context.Context) bool { return orig(ctx, s) })
+	r.analyse = func(ctx context.Context, s shape, cands *Candidates) bool {
+		return f(ctx, s.target, func(ctx context.Context) bool { return orig(ctx, s, cands) })
 	}
 }

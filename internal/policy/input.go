@@ -322,12 +322,7 @@ func (m *MCP) value() (ast.Value, error) {
 		add(kPrompt, ast.NewTerm(prompt))
 	}
 	if c := m.Candidates; c != nil {
-		add(kCandidates, ast.NewTerm(ast.NewObject(
-			ast.Item(kTools, toolCandidates(c.Tools)),
-			ast.Item(kResources, candidateArray(c.Resources, kURI)),
-			ast.Item(kTemplates, candidateArray(c.ResourceTemplates, kURITemplate)),
-			ast.Item(kPrompts, candidateArray(c.Prompts, kName)),
-		)))
+		add(kCandidates, candidatesTerm(c))
 	}
 	if c := m.Completion; c != nil {
 		arg := ast.NewObject(ast.Item(kValue, ast.StringTerm(c.Value)))
@@ -415,6 +410,16 @@ func clientTerm(name, version string) *ast.Term {
 const maxInterned = 4096
 
 var internedCount atomic.Int64
+
+// candidatesTerm lays out input.mcp.candidates.
+func candidatesTerm(c *Candidates) *ast.Term {
+	return ast.NewTerm(ast.NewObject(
+		ast.Item(kTools, toolCandidates(c.Tools)),
+		ast.Item(kResources, candidateArray(c.Resources, kURI)),
+		ast.Item(kTemplates, candidateArray(c.ResourceTemplates, kURITemplate)),
+		ast.Item(kPrompts, candidateArray(c.Prompts, kName)),
+	))
+}
 
 // toolCandidates lays out tools with their annotations, the protocol's
 // defaults for a tool registered without.

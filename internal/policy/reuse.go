@@ -2,6 +2,8 @@ package policy
 
 import (
 	"context"
+	"hash/maphash"
+	"slices"
 	"sync"
 	"time"
 
@@ -33,6 +35,13 @@ import (
 // Input.Authorization), which the server makes once per token: a new token,
 // so new roles, is a new caller. The reuse belongs to one compiled policy,
 // its analyses included, so a reload drops it.
+//
+// Lists are reused the same way (Engine.VisibleSet): the shape of a list is
+// its method and its candidates, and visible is partially evaluated with the
+// candidates known. A list shape is named by a hash of the candidates (each
+// one's name and annotations fragment); the candidates themselves are kept
+// with the shape and compared whole before a set is served or kept, so that
+// two lists whose hashes collide never share an answer.
 
 // shape is what a request asks, as far as the reuse analysis knows it.
 type shape struct {
@@ -41,6 +50,8 @@ type shape struct {
 	target string // tool or prompt name, resource URI
 	// annotations are a tool's registered hints (never nil for a tool).
 	annotations *Fragment
+	// candidates hashes a list's candidates (targetList).
+	candidates uint64
 }
 
 type targetKind uint8
@@ -50,6 +61,7 @@ const (
 	targetTool
 	targetPrompt
 	targetResource
+	targetList
 )
 
 // reuseKey names one caller's decision of one shape.
@@ -61,12 +73,17 @@ type reuseKey struct {
 // Bounds: an analysis costs a partial evaluation (milliseconds) and a core
 // while it runs, so no more than maxAnalyses run at once, and a client
 // naming ever new prompts or resource URIs stops being analysed after
-// maxShapes (analysed and pending); decisions are forgotten all at once
-// past maxDecisions.
+// maxShapes (analysed and pending); of these at most maxListShapes are
+// lists, whose candidates are kept. Decisions are forgotten all at once
+// past maxDecisions, visible sets past maxVisibleSets sets or
+// maxVisibleNames names in all.
 const (
 	maxShapes       = 1024
+	maxListShapes   = 64
 	maxAnalyses     = 2
 	maxDecisions    = 1 << 16
+	maxVisibleSets  = 4096
+	maxVisibleNames = 1 << 18
 	analysisTimeout = 2 * time.Second
 )
 
@@ -75,17 +92,42 @@ type reuse struct {
 	shapes    map[shape]bool     // analysed: reusable or not
 	pending   map[shape]struct{} // being analysed, one analysis each
 	decisions map[reuseKey]bool
+	// lists are the candidates of each list shape, analysed or pending.
+	lists map[shape]*Candidates
+	// visible are the reused visible sets (read-only: they are served as
+	// they are), names counts their members.
+	visible map[reuseKey]map[string]struct{}
+	names   int
 	// idle is signalled (under mu) when the last pending analysis ends.
 	idle *sync.Cond
 	// analyse is the analysis; tests replace it to count or hold analyses.
-	analyse func(ctx context.Context, s shape) bool
+	// cands are a list shape's candidates (nil for any other shape).
+	analyse func(ctx context.Context, s shape, cands *Candidates) bool
 }
 
 func newReuse(c *compiled) *reuse {
-	r := &reuse{shapes: map[shape]bool{}, pending: map[shape]struct{}{}, decisions: map[reuseKey]bool{}}
+	r := &reuse{shapes: map[shape]bool{}, pending: map[shape]struct{}{}, decisions: map[reuseKey]bool{},
+		lists: map[shape]*Candidates{}, visible: map[reuseKey]map[string]struct{}{}}
 	r.idle = sync.NewCond(&r.mu)
-	r.analyse = func(ctx context.Context, s shape) bool { return analyse(ctx, c, s) }
+	r.analyse = func(ctx context.Context, s shape, cands *Candidates) bool {
+		compiler, ok := analysisCompiler(c)
+		return ok && analyse(ctx, c, compiler, s, cands)
+	}
 	return r
+}
+
+// analysisCompiler compiles c's policy afresh for one analysis: OPA's
+// partial evaluation writes to the compiled rules it saves a `with`
+// expression of, which evaluations of the same rules read. It is dropped
+// with the analysis (milliseconds, at most maxShapes times per policy):
+// kept, it would add to the live heap every collection marks.
+func analysisCompiler(c *compiled) (*ast.Compiler, bool) {
+	if c.loaded == nil {
+		return nil, false
+	}
+	compiler := ast.NewCompiler()
+	compiler.Compile(c.loaded.Modules)
+	return compiler, !compiler.Failed()
 }
 
 // shapeOf is the shape of a request the reuse may serve, or false for one
@@ -113,6 +155,28 @@ func shapeOf(in *Input) (shape, bool) {
 	return s, targets <= 1
 }
 
+var candidatesSeed = maphash.MakeSeed()
+
+// listShapeOf is the shape of a list request, or false for a request that
+// is not a list.
+func listShapeOf(in *Input) (shape, bool) {
+	c := in.MCP.Candidates
+	if c == nil {
+		return shape{}, false
+	}
+	var h maphash.Hash
+	h.SetSeed(candidatesSeed)
+	for _, list := range [][]Candidate{c.Tools, c.Resources, c.ResourceTemplates, c.Prompts} {
+		for _, x := range list {
+			h.WriteString(x.Name)
+			h.WriteByte(0)
+			maphash.WriteComparable(&h, x.Annotations)
+		}
+		h.WriteByte(1)
+	}
+	return shape{method: in.MCP.Method, kind: targetList, candidates: h.Sum64()}, true
+}
+
 // lookup returns the caller's reused decision, if there is one.
 func (r *reuse) lookup(k reuseKey) (allowed, ok bool) {
 	r.mu.RLock()
@@ -125,18 +189,7 @@ func (r *reuse) lookup(k reuseKey) (allowed, ok bool) {
 // reusable. It never waits for an analysis: a shape not yet analysed starts
 // one in the background, and this decision is not kept.
 func (r *reuse) remember(ctx context.Context, k reuseKey, allowed bool) {
-	r.mu.RLock()
-	reusable, analysed := r.shapes[k.shape]
-	_, pending := r.pending[k.shape]
-	busy := len(r.pending) >= maxAnalyses || len(r.shapes)+len(r.pending) >= maxShapes
-	r.mu.RUnlock()
-	if !analysed {
-		if !pending && !busy {
-			r.start(ctx, k.shape)
-		}
-		return
-	}
-	if !reusable {
+	if !r.reusable(ctx, k.shape, nil) {
 		return
 	}
 	r.mu.Lock()
@@ -147,10 +200,77 @@ func (r *reuse) remember(ctx context.Context, k reuseKey, allowed bool) {
 	r.mu.Unlock()
 }
 
+// lookupVisible returns the caller's reused visible set for the list whose
+// candidates are cands, if there is one.
+func (r *reuse) lookupVisible(k reuseKey, cands *Candidates) (map[string]struct{}, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	set, ok := r.visible[k]
+	if !ok || !sameCandidates(r.lists[k.shape], cands) {
+		return nil, false
+	}
+	return set, true
+}
+
+// rememberVisible keeps a visible set just evaluated for the list whose
+// candidates are cands, as remember keeps a decision. The set is shared
+// from then on: nobody may change it.
+func (r *reuse) rememberVisible(ctx context.Context, k reuseKey, cands *Candidates, set map[string]struct{}) {
+	if !r.reusable(ctx, k.shape, cands) {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// Another list whose hash collides with this one's was analysed: the
+	// shape is not this list's.
+	if !sameCandidates(r.lists[k.shape], cands) {
+		return
+	}
+	if len(r.visible) >= maxVisibleSets || r.names+len(set) > maxVisibleNames {
+		clear(r.visible)
+		r.names = 0
+	}
+	if old, ok := r.visible[k]; ok {
+		r.names -= len(old)
+	}
+	r.visible[k] = set
+	r.names += len(set)
+}
+
+// sameCandidates: a and b are the same candidates, each by name and by
+// annotations fragment, in the same order.
+func sameCandidates(a, b *Candidates) bool {
+	return a != nil && b != nil && slices.Equal(a.Tools, b.Tools) && slices.Equal(a.Resources, b.Resources) &&
+		slices.Equal(a.ResourceTemplates, b.ResourceTemplates) && slices.Equal(a.Prompts, b.Prompts)
+}
+
+// reusable reports whether s is analysed and reusable; a shape not yet
+// analysed starts its analysis (cands: a list's candidates) and is not.
+func (r *reuse) reusable(ctx context.Context, s shape, cands *Candidates) bool {
+	r.mu.RLock()
+	reusable, analysed := r.shapes[s]
+	_, pending := r.pending[s]
+	busy := r.full(s)
+	r.mu.RUnlock()
+	if !analysed {
+		if !pending && !busy {
+			r.start(ctx, s, cands)
+		}
+		return false
+	}
+	return reusable
+}
+
+// full: no analysis of s may start now (under mu).
+func (r *reuse) full(s shape) bool {
+	return len(r.pending) >= maxAnalyses || len(r.shapes)+len(r.pending) >= maxShapes ||
+		(s.kind == targetList && len(r.lists) >= maxListShapes)
+}
+
 // start analyses s in the background unless it is analysed or pending
 // already, or the bounds are reached (checked again under the lock: another
 // request of the shape may have started it).
-func (r *reuse) start(ctx context.Context, s shape) {
+func (r *reuse) start(ctx context.Context, s shape, cands *Candidates) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, analysed := r.shapes[s]; analysed {
@@ -159,18 +279,25 @@ func (r *reuse) start(ctx context.Context, s shape) {
 	if _, pending := r.pending[s]; pending {
 		return
 	}
-	if len(r.pending) >= maxAnalyses || len(r.shapes)+len(r.pending) >= maxShapes {
+	if r.full(s) {
 		return
 	}
 	r.pending[s] = struct{}{}
+	if s.kind == targetList {
+		// Kept for the shape's life, a copy: a later list is served only
+		// if its candidates are these.
+		r.lists[s] = &Candidates{Tools: slices.Clone(cands.Tools), Resources: slices.Clone(cands.Resources),
+			ResourceTemplates: slices.Clone(cands.ResourceTemplates), Prompts: slices.Clone(cands.Prompts)}
+		cands = r.lists[s]
+	}
 	// Detached from the request, which may end first, but bounded.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), analysisTimeout)
-	go r.run(ctx, cancel, s)
+	go r.run(ctx, cancel, s, cands)
 }
 
 // run is one analysis. A panic in it is a no (and would otherwise end the
 // process: no server recovers it off the request's goroutine).
-func (r *reuse) run(ctx context.Context, cancel context.CancelFunc, s shape) {
+func (r *reuse) run(ctx context.Context, cancel context.CancelFunc, s shape, cands *Candidates) {
 	reusable := false
 	defer func() {
 		_ = recover()
@@ -183,7 +310,16 @@ func (r *reuse) run(ctx context.Context, cancel context.CancelFunc, s shape) {
 		}
 		r.mu.Unlock()
 	}()
-	reusable = r.analyse(ctx, s)
+	reusable = r.analyse(ctx, s, cands)
+}
+
+// WaitReuseAnalysis returns when the policy in force has no reuse analysis
+// running: what the requests so far started has ended. For tests (the
+// server's too), which must know when a reuse may begin.
+func WaitReuseAnalysis(e *Engine) {
+	if c := e.current.Load(); c != nil {
+		c.reuse.wait()
+	}
 }
 
 // wait returns when no analysis is pending (for tests).
@@ -205,10 +341,13 @@ var variableInput = []*ast.Term{
 	ast.MustParseTerm("input.mcp.client"),
 	ast.MustParseTerm("input.mcp.tool.arguments"),
 	ast.MustParseTerm("input.mcp.prompt.arguments"),
-	ast.MustParseTerm("input.mcp.candidates"),
 	ast.MustParseTerm("input.mcp.completion"),
 	ast.MustParseTerm("input.mcp.subscriptions"),
 }
+
+// candidatesInput are a list's candidates: unknown to the analysis of a
+// call, known to that of a list.
+var candidatesInput = ast.MustParseTerm("input.mcp.candidates")
 
 // callerInput are the paths a reusable decision may read: the caller.
 var callerInput = []*ast.Term{
@@ -218,9 +357,11 @@ var callerInput = []*ast.Term{
 
 // knownInput is the input of a shape as the analysis knows it: the parts
 // every request of the shape has, laid out as Input.value lays them out.
-func knownInput(s shape) ast.Value {
+func knownInput(s shape, cands *Candidates) ast.Value {
 	mcp := ast.NewObject(ast.Item(kMethod, ast.StringTerm(s.method)))
 	switch s.kind {
+	case targetList:
+		mcp.Insert(kCandidates, candidatesTerm(cands))
 	case targetTool:
 		tool := ast.NewObject(ast.Item(kAnnotations, ast.NewTerm(s.annotations.v)))
 		insertString(tool, kName, s.target)
@@ -238,19 +379,25 @@ func knownInput(s shape) ast.Value {
 }
 
 // analyse reports whether allow, for requests of shape s, is a function of
-// the caller alone. Any doubt (an error, a timeout, a residual it cannot
-// read) is a no: the request is then evaluated every time. ctx bounds it
-// (start gives it analysisTimeout).
-func analyse(ctx context.Context, c *compiled, s shape) bool {
+// the caller alone, or for a list (cands its candidates) visible. Any doubt
+// (an error, a timeout, a residual it cannot read) is a no: the request is
+// then evaluated every time. ctx bounds it (start gives it analysisTimeout).
+func analyse(ctx context.Context, c *compiled, compiler *ast.Compiler, s shape, cands *Candidates) bool {
+	query := AllowQuery
 	unknowns := append(append([]*ast.Term{}, callerInput...), variableInput...)
+	if s.kind == targetList {
+		query = VisibleQuery
+	} else {
+		unknowns = append(unknowns, candidatesInput)
+	}
 	pq, err := rego.New(
-		rego.Query(AllowQuery),
-		rego.Compiler(c.compiler),
+		rego.Query(query),
+		rego.Compiler(compiler),
 		rego.Store(c.store),
 		rego.Transaction(c.txn),
 		rego.StoreReadAST(true),
 		rego.StrictBuiltinErrors(true),
-		rego.ParsedInput(knownInput(s)),
+		rego.ParsedInput(knownInput(s, cands)),
 		rego.ParsedUnknowns(unknowns),
 	).Partial(ctx)
 	if err != nil {

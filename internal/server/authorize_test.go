@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -576,33 +577,49 @@ func TestPageEdges(t *testing.T) {
 	}
 }
 
-// The visible set is reused for LIST_CACHE_TTL per caller, session and
-// candidates; with LIST_CACHE_TTL=0 every list asks the policy.
-func TestVisibleCache(t *testing.T) {
+// visibleTools asks the server's visible for caller's tools/list of the
+// given tools, from the address remote.
+func visibleTools(t *testing.T, s *Server, p *principal, remote string, tools ...string) []string {
+	t.Helper()
+	in := &policy.Input{Identity: p.identityDoc, Authorization: p.authzDoc}
+	in.MCP.Method = "tools/list"
+	in.Request.RemoteAddr = remote
+	var ts []*mcp.Tool
+	for _, name := range tools {
+		ts = append(ts, &mcp.Tool{Name: name})
+	}
+	in.MCP.Candidates = &policy.Candidates{Tools: s.catalog.toolCandidates(ts)}
+	set, err := s.visible(context.Background(), in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
+// A list whose visible depends on the caller alone is reused by the engine
+// while the policy is in force, whatever LIST_CACHE_TTL says (deprecated,
+// ignored); a new policy lists afresh, and another caller gets their own.
+func TestVisibleReusedWhileThePolicyIsInForce(t *testing.T) {
 	for _, ttl := range []string{"0s", "1h"} {
 		s := newAuthzServer(t, map[string]string{"LIST_CACHE_TTL": ttl}, nil)
 		p := s.resolve(context.Background(), user("oid-8"), "t")
-		in := &policy.Input{Identity: p.identityDoc, Authorization: p.authzDoc}
-		in.MCP.Method = "tools/list"
-		in.MCP.Candidates = &policy.Candidates{Tools: []policy.Candidate{{Name: "a"}, {Name: "hidden-b"}}}
-		first, err := s.visible(context.Background(), p, in)
-		if err != nil || len(first) != 1 {
-			t.Fatalf("visible: %v %v", first, err)
+		list := func() []string { return visibleTools(t, s, p, "10.0.0.1:1", "open", "hidden-b") }
+		if got := list(); !slices.Equal(got, []string{"open"}) {
+			t.Fatalf("visible %v", got)
 		}
-		// A cached answer is served as it was cached: mark it.
-		for k, e := range p.vis {
-			e.set = map[string]struct{}{"cached": {}}
-			p.vis[k] = e
+		policy.WaitReuseAnalysis(s.engine)
+		list() // evaluated and kept
+		hits := s.metrics.listHits.Load()
+		if got := list(); !slices.Equal(got, []string{"open"}) || s.metrics.listHits.Load() != hits+1 {
+			t.Fatalf("LIST_CACHE_TTL=%s: %v, reused %v", ttl, got, s.metrics.listHits.Load() != hits)
 		}
-		again, err := s.visible(context.Background(), p, in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, cached := again["cached"]; cached != (ttl == "1h") {
-			t.Fatalf("LIST_CACHE_TTL=%s: second answer %v", ttl, again)
+		// Another caller (other roles, another token) is not served the first's list.
+		other := s.resolve(context.Background(), user("no-lists"), "t2")
+		if got := visibleTools(t, s, other, "10.0.0.1:1", "open", "hidden-b"); len(got) != 0 {
+			t.Fatalf("another caller got %v", got)
 		}
 		// The policy changes: a list filtered by the one replaced is not
-		// served again (issue 10: the cache keys on the policy in force).
+		// served again.
 		dir := s.cfg.PolicyDir
 		if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(strings.Replace(echoPolicy, `not startswith(name, "hidden")`, `name != ""`, 1)), 0o600); err != nil {
 			t.Fatal(err)
@@ -610,39 +627,70 @@ func TestVisibleCache(t *testing.T) {
 		if err := s.engine.Reload(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if after, err := s.visible(context.Background(), p, in); err != nil || len(after) != 2 {
-			t.Fatalf("LIST_CACHE_TTL=%s: after a policy change: %v %v", ttl, after, err)
-		}
-		// An answer past its time is not served (marked, so that serving
-		// it would show).
-		for k, e := range p.vis {
-			e.set = map[string]struct{}{"cached": {}}
-			e.until = time.Now().Add(-time.Millisecond)
-			p.vis[k] = e
-		}
-		if fresh, err := s.visible(context.Background(), p, in); err != nil || len(fresh) != 2 {
-			t.Fatalf("LIST_CACHE_TTL=%s: an expired answer served: %v %v", ttl, fresh, err)
+		if got := list(); !slices.Equal(got, []string{"hidden-b", "open"}) {
+			t.Fatalf("LIST_CACHE_TTL=%s: after a policy change: %v", ttl, got)
 		}
 	}
 }
 
-// One caller's cache of visible sets holds at most 64 answers, then starts over.
-func TestVisibleCacheBounded(t *testing.T) {
-	s := newAuthzServer(t, map[string]string{"LIST_CACHE_TTL": "1h"}, nil)
-	p := s.resolve(context.Background(), user("oid-9"), "t")
-	for i := range 65 {
+// A list whose visible reads more than the caller is evaluated on every
+// list, as a call is decided on every call, whatever LIST_CACHE_TTL says:
+// here the request's address, and a time window on time.now_ns.
+func TestVisibleNotProvablyOfTheCallerEvaluatedEveryTime(t *testing.T) {
+	for name, rule := range map[string]string{
+		"remote address": `tool_allowed("closed") if startswith(input.request.remote_addr, "10.")`,
+		"time window":    `tool_allowed("closed") if time.now_ns() > 0`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := newAuthzServer(t, map[string]string{"LIST_CACHE_TTL": "1h"}, nil)
+			if err := os.WriteFile(filepath.Join(s.cfg.PolicyDir, "extra.rego"), []byte("package mcp.authz\n\n"+rule+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.engine.Reload(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			p := s.resolve(context.Background(), user("oid-9"), "t")
+			for i := range 4 {
+				if got := visibleTools(t, s, p, "10.0.0.1:1", "closed", "open"); !slices.Equal(got, []string{"closed", "open"}) {
+					t.Fatalf("list %d: %v", i, got)
+				}
+				policy.WaitReuseAnalysis(s.engine)
+			}
+			if n := s.metrics.listHits.Load(); n != 0 {
+				t.Fatalf("%d lists served without evaluating the policy", n)
+			}
+			if name == "remote address" {
+				if got := visibleTools(t, s, p, "192.0.2.1:1", "closed", "open"); !slices.Equal(got, []string{"open"}) {
+					t.Fatalf("from another address: %v: an earlier list was served", got)
+				}
+			}
+		})
+	}
+}
+
+// Under reuse, a list shows a tool exactly when a call to it is allowed.
+func TestVisibleAgreesWithCallsUnderReuse(t *testing.T) {
+	s := newAuthzServer(t, nil, nil)
+	p := s.resolve(context.Background(), user("oid-10"), "t")
+	tools := []string{"open", "closed", "hidden-x", "other"}
+	visibleTools(t, s, p, "10.0.0.1:1", tools...)
+	policy.WaitReuseAnalysis(s.engine)
+	visibleTools(t, s, p, "10.0.0.1:1", tools...)
+	hits := s.metrics.listHits.Load()
+	shown := visibleTools(t, s, p, "10.0.0.1:1", tools...)
+	if s.metrics.listHits.Load() != hits+1 {
+		t.Fatal("the list was not reused: the test would not show anything")
+	}
+	for _, name := range tools {
 		in := &policy.Input{Identity: p.identityDoc, Authorization: p.authzDoc}
-		in.MCP.Method = "tools/list"
-		in.MCP.Candidates = &policy.Candidates{Tools: []policy.Candidate{{Name: fmt.Sprint(i)}}}
-		if _, err := s.visible(context.Background(), p, in); err != nil {
+		in.MCP.Method = "tools/call"
+		in.MCP.Tool = &policy.Tool{Name: name, Arguments: json.RawMessage(`{}`), Annotations: s.catalog.toolCandidates([]*mcp.Tool{{Name: name}})[0].Annotations}
+		d, err := s.engine.Decide(context.Background(), in)
+		if err != nil {
 			t.Fatal(err)
 		}
-		want := i + 1
-		if i == 64 {
-			want = 1
-		}
-		if len(p.vis) != want {
-			t.Fatalf("after %d distinct lists the cache holds %d", i+1, len(p.vis))
+		if d.Allow != slices.Contains(shown, name) {
+			t.Errorf("%s: listed %v, call allowed %v", name, slices.Contains(shown, name), d.Allow)
 		}
 	}
 }
@@ -787,5 +835,21 @@ func TestDecisionsCounted(t *testing.T) {
 		if n := decisions(t, s, c.method, c.result); n != c.n {
 			t.Errorf("%s %s counted %d times, want %d", c.method, c.result, n, c.n)
 		}
+	}
+}
+
+// DECISION_REUSE=false: every list is evaluated, none reused, even one the
+// analysis would have shown to depend on the caller alone.
+func TestDecisionReuseOff(t *testing.T) {
+	s := newAuthzServer(t, map[string]string{"DECISION_REUSE": "false"}, nil)
+	p := s.resolve(context.Background(), user("oid-11"), "t")
+	for i := range 4 {
+		if got := visibleTools(t, s, p, "10.0.0.1:1", "open", "hidden-b"); !slices.Equal(got, []string{"open"}) {
+			t.Fatalf("list %d: %v", i, got)
+		}
+		policy.WaitReuseAnalysis(s.engine)
+	}
+	if n := s.metrics.listHits.Load(); n != 0 {
+		t.Fatalf("%d lists reused with DECISION_REUSE=false", n)
 	}
 }

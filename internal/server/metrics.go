@@ -40,7 +40,8 @@ type metrics struct {
 	verifyOK, verifyFailed prometheus.Observer
 	// exchangeOK and exchangeFailed observe requests to Keycloak's token endpoint.
 	exchangeOK, exchangeFailed prometheus.Observer
-	// listHits and listMisses count the list cache (LIST_CACHE_TTL).
+	// listHits and listMisses count lists: a visible set the engine
+	// reused, one it evaluated.
 	listHits, listMisses atomic.Int64
 	// caches are the caches whose lookups are counted, read when scraped.
 	caches []cacheSource
@@ -169,7 +170,7 @@ func (m *metrics) listed(began time.Time) {
 	m.listTime.Observe(time.Since(began).Seconds())
 }
 
-// listCache counts a lookup in the list cache.
+// listCache counts a list: its visible set reused by the engine, or evaluated.
 func (m *metrics) listCache(hit bool) {
 	if hit {
 		m.listHits.Add(1)

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"hash/maphash"
 	"reflect"
 	"strings"
 	"time"
@@ -220,7 +219,7 @@ func (s *Server) list(ctx context.Context, method string, req mcp.Request, in *p
 		return nil, s.deny(method, p, policy.Decision{ID: "", Reasons: []string{"unexpected list result"}}, errors.New("unexpected list result"))
 	}
 	in.MCP.Candidates = &cands
-	visible, err := s.visible(ctx, p, in)
+	visible, err := s.visible(ctx, in)
 	if err != nil {
 		return nil, s.deny(method, p, policy.Decision{Reasons: []string{"policy evaluation failed"}}, err)
 	}
@@ -247,70 +246,20 @@ func (s *Server) list(ctx context.Context, method string, req mcp.Request, in *p
 	return nil, errors.New("unreachable")
 }
 
-// visible answers data.mcp.authz.visible, reusing this caller's answer for
-// the same session, method and candidates for LIST_CACHE_TTL. A list is
-// advice: every call is still decided on its own, so a list a moment stale
-// never lets a request through.
-func (s *Server) visible(ctx context.Context, p *principal, in *policy.Input) (map[string]struct{}, error) {
+// visible answers data.mcpguard.visible. The engine reuses a caller's
+// answer for the same list while the policy is in force, and only when the
+// policy's visible is shown to depend on the caller alone (as it reuses
+// calls' decisions); any other list, a time window's say, is evaluated every
+// time. The server keeps no list of its own. The set may be shared: read it.
+func (s *Server) visible(ctx context.Context, in *policy.Input) (map[string]struct{}, error) {
 	s.observe(policy.VisibleQuery, in)
 	began := time.Now()
-	if s.cfg.ListCacheTTL <= 0 {
-		defer s.metrics.listed(began)
-		return s.engine.Visible(ctx, in)
+	set, reused, err := s.engine.VisibleSet(ctx, in)
+	s.metrics.listCache(reused)
+	if !reused {
+		s.metrics.listed(began)
 	}
-	// A list filtered by a policy since replaced is not reused.
-	key := visibleKey{method: in.MCP.Method, session: in.MCP.SessionID, candidates: candidatesHash(in.MCP.Candidates),
-		policy: s.engine.Generation()}
-	if s.cfg.Stateless {
-		key.session = "" // each stateless request has a throwaway session of its own
-	}
-	now := s.clock()
-	p.visMu.Lock()
-	e, ok := p.vis[key]
-	p.visMu.Unlock()
-	if ok && now.Before(e.until) {
-		s.metrics.listCache(true)
-		return e.set, nil
-	}
-	s.metrics.listCache(false)
-	set, err := s.engine.Visible(ctx, in)
-	s.metrics.listed(began)
-	if err != nil {
-		return nil, err
-	}
-	p.visMu.Lock()
-	if p.vis == nil || len(p.vis) >= 64 {
-		p.vis = map[visibleKey]visibleEntry{}
-	}
-	p.vis[key] = visibleEntry{set: set, until: now.Add(s.cfg.ListCacheTTL)}
-	p.visMu.Unlock()
-	return set, nil
-}
-
-type visibleKey struct {
-	method, session string
-	candidates      uint64
-	policy          uint64
-}
-
-type visibleEntry struct {
-	set   map[string]struct{}
-	until time.Time
-}
-
-var candidateSeed = maphash.MakeSeed()
-
-func candidatesHash(c *policy.Candidates) uint64 {
-	var h maphash.Hash
-	h.SetSeed(candidateSeed)
-	for _, list := range [][]policy.Candidate{c.Tools, c.Resources, c.ResourceTemplates, c.Prompts} {
-		for _, x := range list {
-			h.WriteString(x.Name)
-			h.WriteByte(0)
-		}
-		h.WriteByte(1)
-	}
-	return h.Sum64()
+	return set, err
 }
 
 // page keeps the visible items that sort after the cursor's key (the SDK

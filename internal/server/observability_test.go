@@ -23,6 +23,7 @@ import (
 	"github.com/mcpguard/mcpguard/internal/config"
 	"github.com/mcpguard/mcpguard/internal/devidp"
 	"github.com/mcpguard/mcpguard/internal/exchange"
+	"github.com/mcpguard/mcpguard/internal/policy"
 	"github.com/mcpguard/mcpguard/internal/store/storetest"
 )
 
@@ -224,7 +225,9 @@ func TestToolDecisionsBoundedByTheCatalog(t *testing.T) {
 	}
 }
 
-// The list cache's hits and misses are counted, and each filtering timed.
+// Lists whose visible set the engine reused (hits) and evaluated (misses)
+// are counted, and each evaluation timed: the first list starts the
+// engine's analysis, the second is evaluated and kept, the rest reused.
 func TestListCacheCounted(t *testing.T) {
 	s := newAuthzServer(t, nil, nil)
 	ex := extra(t, s, user("oid-m2"))
@@ -236,13 +239,15 @@ func TestListCacheCounted(t *testing.T) {
 		}
 	}
 	list()
+	policy.WaitReuseAnalysis(s.engine)
+	list()
 	list()
 	list()
 	m := scrape(t, s)
 	for series, want := range map[string]float64{
-		`mcpguard_cache_requests_total{cache="lists",result="miss"}`:         1,
+		`mcpguard_cache_requests_total{cache="lists",result="miss"}`:         2,
 		`mcpguard_cache_requests_total{cache="lists",result="hit"}`:          2,
-		`mcpguard_policy_evaluation_duration_seconds_count{query="visible"}`: 1,
+		`mcpguard_policy_evaluation_duration_seconds_count{query="visible"}`: 2,
 	} {
 		if got := sample(t, m, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)

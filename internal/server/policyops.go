@@ -14,6 +14,9 @@ import (
 // here: a server built for a command or a test watches nothing.
 func engineOptions(cfg *config.Config, logger *slog.Logger) ([]policy.Option, error) {
 	opts := []policy.Option{policy.WithTimeout(cfg.PolicyTimeout), policy.WithLogger(logger)}
+	if !cfg.DecisionReuse {
+		opts = append(opts, policy.WithoutDecisionReuse())
+	}
 	p := cfg.PolicyOps
 	raw, err := policy.OPASettings{
 		ConfigFile:          p.OPAConfig,

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,9 +35,6 @@ type principal struct {
 	// lastTI is the TokenInfo of the last request, reused while requests
 	// come from the same connection address and host (keep-alive).
 	lastTI atomic.Pointer[auth.TokenInfo]
-
-	visMu sync.Mutex
-	vis   map[visibleKey]visibleEntry
 }
 
 // tokenInfo is what the SDK carries to the MCP layer for this request.

@@ -120,6 +120,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		return nil, err
 	}
 	s.engine = engine
+	if cfg.ListCacheTTL > 0 {
+		s.logger.Warn("LIST_CACHE_TTL is deprecated and ignored: lists are reused by the policy engine while the policy is in force, when the policy shows they depend on the caller alone")
+	}
 
 	if cfg.EnableAuth {
 		aud := []string{cfg.Azure.ClientID}

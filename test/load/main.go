@@ -100,7 +100,7 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&modes, "modes", "stateful,stateless", "comma-separated: stateful (sessions, SSE answers), stateless (STATELESS=true, JSON answers)")
 	fs.StringVar(&o.client, "client", "raw", "raw: replay the Go SDK client's own tools/call request over plain HTTP; sdk: call through the Go SDK client")
 	fs.Var(&env, "env", "KEY=VALUE for both servers' environment, e.g. GOGC=200 (repeatable)")
-	fs.Var(&guardEnv, "guard-env", "KEY=VALUE for mcpguard's environment only, e.g. LIST_CACHE_TTL=0 (repeatable)")
+	fs.Var(&guardEnv, "guard-env", "KEY=VALUE for mcpguard's environment only, e.g. DECISION_REUSE=false (repeatable)")
 	fs.StringVar(&o.mcpguard, "mcpguard", "", "a prebuilt mcpguard binary (default: go build ./cmd/mcpguard)")
 	fs.StringVar(&o.repo, "repo", "", "the repository root (default: the main module of the working directory)")
 	fs.StringVar(&o.goCmd, "go", "go", "the go command that builds the servers")
