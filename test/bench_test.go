@@ -227,8 +227,9 @@ func BenchmarkToolsCall(b *testing.B) {
 // policy (guarded) vs the open and bare servers, 4 clients, 4×10 lists a
 // round. "all-visible": the guarded caller holds every role, so all three
 // answer the same 1,000 tools and the difference is the filtering alone;
-// "three-roles": the realistic caller, who is shown 50 of the 1,000. Every
-// list is checked to hold exactly the tools the case claims.
+// "three-roles": the realistic caller, who is shown 50 of the 1,000.
+// "-uncached": DECISION_REUSE=false, every list evaluated. Every list is
+// checked to hold exactly the tools the case claims.
 func BenchmarkToolsList(b *testing.B) {
 	var all []string
 	for i := range 50 {
@@ -243,6 +244,7 @@ func BenchmarkToolsList(b *testing.B) {
 		{"all-visible", all, nil, 1000},
 		{"all-visible-uncached", all, map[string]string{"DECISION_REUSE": "false"}, 1000},
 		{"three-roles", []string{"role_00", "role_13", "role_27", "api.role_03"}, nil, 50},
+		{"three-roles-uncached", []string{"role_00", "role_13", "role_27", "api.role_03"}, map[string]string{"DECISION_REUSE": "false"}, 50},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			interleave(b, benchTargetsFor(b, 1000, c.vars, c.roles), 4, 10, func(name string, cs *mcp.ClientSession) error {
