@@ -102,7 +102,7 @@ type Options struct {
 
 // New builds a server from a validated configuration. A policy that does not
 // compile, an unreadable roles file or a bad Entra setting is an error here.
-func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error) {
+func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Server, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -120,6 +120,15 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Server, error)
 		return nil, err
 	}
 	s.engine = engine
+	// A start that fails from here on stops what the engine started (its
+	// decision-log goroutine, OPA's plugins).
+	defer func() {
+		if err != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			engine.Close(cctx)
+		}
+	}()
 	if cfg.ListCacheTTL > 0 {
 		s.logger.Warn("LIST_CACHE_TTL is deprecated and ignored: lists are reused by the policy engine while the policy is in force, when the policy shows they depend on the caller alone")
 	}
@@ -334,10 +343,14 @@ func (s *Server) defaultPrincipal() *principal {
 	return s.anonymous
 }
 
-// Close releases what New opened for the server's life: it sends the spans
-// still batched (within ctx) and closes the readiness check's Redis client.
+// Close releases what New opened for the server's life: it closes the
+// policy engine (its queued decision logs handed to OPA's plugin, its
+// plugins stopped; it still decides), sends the spans still batched (within
+// ctx) and closes the readiness check's Redis client.
 func (s *Server) Close(ctx context.Context) error {
 	var errs []error
+	// The engine hands its queued decision logs on; it keeps deciding.
+	s.engine.Close(ctx)
 	if s.traces != nil {
 		if err := s.traces.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("sending the last traces: %w", err))
