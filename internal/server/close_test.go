@@ -35,16 +35,11 @@ func closeTestConfig(t *testing.T, vars map[string]string) *config.Config {
 	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(echoPolicy), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	src := map[string]string{"ENVIRONMENT": "development", "ENABLE_AUTH": "false", "POLICY_DIR": dir,
-		"DECISION_LOGS": "console", "LOG_LEVEL": "error"}
+	all := map[string]string{"POLICY_DIR": dir, "DECISION_LOGS": "console", "LOG_LEVEL": "error"}
 	for k, v := range vars {
-		src[k] = v
+		all[k] = v
 	}
-	cfg, err := config.FromSource(func(name string) (string, bool) { v, ok := src[name]; return v, ok })
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+	return lintConfig(t, all)
 }
 
 // A start that fails after the policy engine is built stops what the
