@@ -87,7 +87,8 @@ func bearer(h string) (string, bool) {
 		return "", false
 	}
 	tok := strings.TrimSpace(h[len(p):])
-	return tok, tok != "" && !strings.ContainsAny(tok, " \t")
+	// Two byte scans: ContainsAny walks a long token rune by rune.
+	return tok, tok != "" && strings.IndexByte(tok, ' ') < 0 && strings.IndexByte(tok, '\t') < 0
 }
 
 func writeChallenge(w http.ResponseWriter, ch Challenge, scope string, e *Error) {

@@ -745,6 +745,30 @@ func TestTokenInfoReusedPerConnection(t *testing.T) {
 	}
 }
 
+// Keep-alive connections that share a token take turns (the load harness's
+// clients do): each keeps its own TokenInfo.
+func TestTokenInfoKeptPerConnectionTakingTurns(t *testing.T) {
+	s := newAuthzServer(t, nil, nil)
+	p := s.resolve(context.Background(), user("oid-11"), "t")
+	addrs := []string{"192.0.2.1:2000"}
+	for port := 2001; len(addrs) < 2 && port < 2100; port++ {
+		if a := fmt.Sprintf("192.0.2.1:%d", port); slotOf(a) != slotOf(addrs[0]) {
+			addrs = append(addrs, a)
+		}
+	}
+	if len(addrs) < 2 {
+		t.Fatal("every connection address falls in one slot")
+	}
+	first := []*auth.TokenInfo{p.tokenInfo(httptestRequest(addrs[0], "h")), p.tokenInfo(httptestRequest(addrs[1], "h"))}
+	for range 2 {
+		for i, a := range addrs {
+			if ti := p.tokenInfo(httptestRequest(a, "h")); ti != first[i] {
+				t.Fatalf("connection %s: a new TokenInfo after another connection's request", a)
+			}
+		}
+	}
+}
+
 func TestResolveKeepsRolesUntilTheyExpire(t *testing.T) {
 	roles := &fakeRoles{auth: &exchange.Authorization{Source: "fake", Roles: []string{"r"}, Expiry: time.Now().Add(time.Hour)}}
 	s := newAuthzServer(t, nil, roles)

@@ -70,20 +70,25 @@ func (s *Server) Handler() http.Handler {
 
 // protect puts authentication and role resolution in front of an MCP handler.
 func (s *Server) protect(h http.Handler) http.Handler {
-	// Innermost, after authentication has read them: the SDK hands every
-	// handler the request's headers (RequestExtra.Header).
-	h = stripCredentials(h)
 	if s.verifier == nil {
-		return limitBody(h, s.cfg.MaxRequestBytes)
+		// The SDK hands every handler the request's headers
+		// (RequestExtra.Header): none may carry a credential.
+		return limitBody(stripCredentials(h, ""), s.cfg.MaxRequestBytes)
 	}
 	// The SDK reads the caller from its own context key, which only its
 	// middleware can set: hand it the TokenInfo this server already built.
+	// That middleware splits the Authorization header into fields, a scan
+	// of the whole token that costs microseconds: by then the token is
+	// verified, so it is shown a stand-in, and the stand-in is taken out
+	// before the SDK hands the headers on.
 	h = auth.RequireBearerToken(func(ctx context.Context, _ string, _ *http.Request) (*auth.TokenInfo, error) {
 		if ti, ok := ctx.Value(tokenInfoKey{}).(*auth.TokenInfo); ok {
 			return ti, nil
 		}
 		return nil, auth.ErrInvalidToken
-	}, &auth.RequireBearerTokenOptions{ClockSkew: s.cfg.Azure.ClockSkew})(h)
+	}, &auth.RequireBearerTokenOptions{ClockSkew: s.cfg.Azure.ClockSkew})(dropStandIn(h))
+	// After authentication has read them, before the SDK's middleware.
+	h = stripCredentials(h, "Bearer "+standInToken)
 	ch := authn.Challenge{
 		ResourceMetadataURL: s.cfg.Azure.BaseURL + "/.well-known/oauth-protected-resource" + s.endpointPath(),
 		Scopes:              s.fullScopes(),
@@ -142,8 +147,10 @@ func limitBody(h http.Handler, max int64) http.Handler {
 }
 
 // stripCredentials removes every header that carries a credential, so that
-// no tool, resource or prompt handler ever sees the caller's token.
-func stripCredentials(h http.Handler) http.Handler {
+// no tool, resource or prompt handler ever sees the caller's token. With a
+// standIn, the request goes on with that Authorization instead, in a
+// header of its own that dropStandIn may then change.
+func stripCredentials(h http.Handler, standIn string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var drop []string
 		for name := range r.Header {
@@ -151,14 +158,30 @@ func stripCredentials(h http.Handler) http.Handler {
 				drop = append(drop, name)
 			}
 		}
-		if len(drop) > 0 {
+		if len(drop) > 0 || standIn != "" {
 			r2 := *r
 			r2.Header = r.Header.Clone()
 			for _, name := range drop {
 				delete(r2.Header, name)
 			}
+			if standIn != "" {
+				r2.Header["Authorization"] = []string{standIn}
+			}
 			r = &r2
 		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// standInToken is what the SDK's bearer middleware is shown in place of
+// the verified token.
+const standInToken = "verified"
+
+// dropStandIn takes the stand-in Authorization out. The header is the copy
+// stripCredentials made for this request, so it is changed in place.
+func dropStandIn(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		delete(r.Header, "Authorization")
 		h.ServeHTTP(w, r)
 	})
 }

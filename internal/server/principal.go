@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -32,14 +33,19 @@ type principal struct {
 	auth        *tools.AuthContext
 	// validUntil is when the roles must be resolved again.
 	validUntil time.Time
-	// lastTI is the TokenInfo of the last request, reused while requests
-	// come from the same connection address and host (keep-alive).
-	lastTI atomic.Pointer[auth.TokenInfo]
+	// tis are the TokenInfos of recent requests, one slot per connection
+	// address (by its hash), reused while requests come from the same
+	// address and host: several keep-alive connections sharing one token
+	// each keep theirs.
+	tis [tokenInfoSlots]atomic.Pointer[auth.TokenInfo]
 }
+
+const tokenInfoSlots = 8
 
 // tokenInfo is what the SDK carries to the MCP layer for this request.
 func (p *principal) tokenInfo(r *http.Request) *auth.TokenInfo {
-	if ti := p.lastTI.Load(); ti != nil {
+	slot := &p.tis[slotOf(r.RemoteAddr)]
+	if ti := slot.Load(); ti != nil {
 		if f := ti.Extra[extraKey].(*requestFacts); f.remoteAddr == r.RemoteAddr && f.host == r.Host {
 			return ti
 		}
@@ -50,9 +56,14 @@ func (p *principal) tokenInfo(r *http.Request) *auth.TokenInfo {
 		UserID:     p.identity.UserID(),
 		Extra:      map[string]any{extraKey: &requestFacts{p: p, remoteAddr: r.RemoteAddr, host: r.Host}},
 	}
-	p.lastTI.Store(ti)
+	slot.Store(ti)
 	return ti
 }
+
+// slotOf spreads connection addresses over the slots.
+func slotOf(addr string) int { return int(maphash.String(slotSeed, addr) % tokenInfoSlots) }
+
+var slotSeed = maphash.MakeSeed()
 
 // resolve returns the principal of id, from the identity's cache when still valid.
 func (s *Server) resolve(ctx context.Context, id *authn.Identity, token string) *principal {

@@ -59,7 +59,7 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
-func newProtected(t *testing.T, vars map[string]string) *protected {
+func newProtected(t testing.TB, vars map[string]string) *protected {
 	t.Helper()
 	key, err := devidp.NewKey()
 	if err != nil {
@@ -120,7 +120,7 @@ func newProtected(t *testing.T, vars map[string]string) *protected {
 	return p
 }
 
-func (p *protected) token(t *testing.T, user string) string {
+func (p *protected) token(t testing.TB, user string) string {
 	t.Helper()
 	tok, err := p.iss.Mint(devidp.Token{User: user, Audience: protectClient, Scopes: []string{"read", "write"}})
 	if err != nil {
