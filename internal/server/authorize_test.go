@@ -96,7 +96,7 @@ func (f *fakeRoles) Resolve(context.Context, *authn.Identity, string) (*exchange
 
 func (f *fakeRoles) Name() string { return "fake" }
 
-func newAuthzServer(t *testing.T, vars map[string]string, roles exchange.Source) *Server {
+func newAuthzServer(t testing.TB, vars map[string]string, roles exchange.Source) *Server {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "authz.rego"), []byte(echoPolicy), 0o600); err != nil {
@@ -144,7 +144,7 @@ func user(oid string) *authn.Identity {
 }
 
 // extra is what authenticate hands the MCP layer for a caller's request.
-func extra(t *testing.T, s *Server, id *authn.Identity) *mcp.RequestExtra {
+func extra(t testing.TB, s *Server, id *authn.Identity) *mcp.RequestExtra {
 	t.Helper()
 	p := s.resolve(context.Background(), id, "token-"+id.ObjectID)
 	return &mcp.RequestExtra{TokenInfo: &auth.TokenInfo{UserID: id.UserID(),
