@@ -40,7 +40,7 @@ type principal struct {
 	tis [tokenInfoSlots]atomic.Pointer[auth.TokenInfo]
 }
 
-const tokenInfoSlots = 8
+const tokenInfoSlots = 32
 
 // tokenInfo is what the SDK carries to the MCP layer for this request.
 func (p *principal) tokenInfo(r *http.Request) *auth.TokenInfo {
