@@ -147,6 +147,7 @@ bundle:
 # mcpguard and the bare Go SDK, each its own process, driven by a third;
 # interleaved rounds, stateful and stateless. Not part of make test. Flags:
 # make loadtest LOADTEST_FLAGS='-rounds 10 -duration 10s -clients 4'
+# make loadtest LOADTEST_FLAGS='-method tools/list'   (1,000 tools, the caller shown 50)
 # (go run ./test/load -h lists them).
 LOADTEST_FLAGS ?=
 .PHONY: loadtest

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -20,37 +19,12 @@ import (
 	"github.com/mcpguard/mcpguard/internal/server"
 )
 
-// echoIn and echoOut are the benchmark tool's types: the same tool is served
-// by mcpguard and by a bare SDK server.
-type echoIn struct {
-	Text string `json:"text"`
-}
-type echoOut struct {
-	Text string `json:"text"`
-}
-
-func echo(_ context.Context, _ *mcp.CallToolRequest, in echoIn) (*mcp.CallToolResult, echoOut, error) {
-	return nil, echoOut{Text: in.Text}, nil
-}
-
-func registerEchoTools(n int) func(*mcp.Server) {
-	return func(s *mcp.Server) {
-		for i := range n {
-			mcp.AddTool(s, &mcp.Tool{Name: policytest.ToolName(i), Description: "echoes its text",
-				Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true}}, echo)
-		}
-	}
-}
-
 // benchRoles maps app roles role_XX to realm roles and api.role_XX to client roles.
 func benchRoles(b testing.TB, nRoles int) string {
-	app := map[string]any{}
-	for i := range nRoles {
-		r := policytest.RoleName(i)
-		app[r] = map[string]any{"realm_roles": []string{r}}
-		app["api."+r] = map[string]any{"client_roles": map[string]any{"api": []string{r}}}
+	raw, err := policytest.Roles(nRoles)
+	if err != nil {
+		b.Fatal(err)
 	}
-	raw, _ := json.Marshal(map[string]any{"app_roles": app})
 	p := filepath.Join(b.TempDir(), "roles.json")
 	if err := os.WriteFile(p, raw, 0o600); err != nil {
 		b.Fatal(err)
@@ -95,7 +69,7 @@ func benchTargetsFor(b *testing.B, nTools int, vars map[string]string, roles []s
 		}
 		return out
 	}
-	reg := registerEchoTools(nTools)
+	reg := policytest.RegisterEchoTools(nTools)
 	guarded := startWith(b, iss, with(map[string]string{"POLICY_DIR": scaled, "ROLES_FILE": benchRoles(b, 50)}), server.Options{Register: reg})
 	open := startWith(b, iss, with(map[string]string{"POLICY_DIR": allowAll, "ENABLE_AUTH": "false"}), server.Options{Register: reg})
 

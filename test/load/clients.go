@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,19 +23,20 @@ const (
 	callTimeout = 10 * time.Second
 )
 
-// caller makes one tools/call and checks its answer.
+// caller makes one request (a tools/call, or a tools/list) and checks its answer.
 type caller interface {
 	call(ctx context.Context) error
 	close()
 }
 
 // openClient connects a Go SDK client session to t's endpoint, each client
-// on a connection of its own, and makes one call through it: that proves
-// the caller is allowed and the answer has the tool's shape. With -client
-// raw it then records that call's request (headers, session, body) to
-// replay; the session stays open, as a client's would.
-func openClient(ctx context.Context, t *target, kind string) (caller, error) {
-	rec := &recorder{base: http.DefaultTransport.(*http.Transport).Clone()}
+// on a connection of its own, and makes one request of method through it:
+// that proves the caller is allowed and the answer has the tool's shape (or
+// the list its length). With -client raw it then records that request
+// (headers, session, body) to replay; the session stays open, as a
+// client's would.
+func openClient(ctx context.Context, t *target, kind, method string) (caller, error) {
+	rec := &recorder{method: method, base: http.DefaultTransport.(*http.Transport).Clone()}
 	hc := &http.Client{Transport: &bearer{token: t.token, base: rec}}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
@@ -45,16 +45,16 @@ func openClient(ctx context.Context, t *target, kind string) (caller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: connecting the Go SDK client: %w", t.name, err)
 	}
-	sc := &sdkCaller{cs: cs}
+	sc := &sdkCaller{cs: cs, method: method, wantTools: t.wantTools}
 	if err := sc.call(ctx); err != nil {
 		sc.close()
-		return nil, fmt.Errorf("%s: first tools/call %s through the Go SDK client: %w", t.name, toolName, err)
+		return nil, fmt.Errorf("%s: first %s through the Go SDK client: %w", t.name, method, err)
 	}
 	if kind == "sdk" {
 		return sc, nil
 	}
 	header, body := rec.last()
-	rc, err := newRawCaller(t.url, header, body)
+	rc, err := newRawCaller(t.url, method, t.wantTools, header, body)
 	if err != nil {
 		sc.close()
 		return nil, fmt.Errorf("%s: %w", t.name, err)
@@ -63,7 +63,7 @@ func openClient(ctx context.Context, t *target, kind string) (caller, error) {
 	// The replayed call must be answered as the SDK's was.
 	if err := rc.call(ctx); err != nil {
 		rc.close()
-		return nil, fmt.Errorf("%s: first replayed tools/call: %w", t.name, err)
+		return nil, fmt.Errorf("%s: first replayed %s: %w", t.name, method, err)
 	}
 	return rc, nil
 }
@@ -83,8 +83,9 @@ func (b *bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	return b.base.RoundTrip(r)
 }
 
-// recorder keeps the last tools/call request the SDK client sent.
+// recorder keeps the last request of method the SDK client sent.
 type recorder struct {
+	method string
 	base   http.RoundTripper
 	mu     sync.Mutex
 	header http.Header
@@ -105,7 +106,7 @@ func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	var env struct {
 		Method string `json:"method"`
 	}
-	if json.Unmarshal(b, &env) == nil && env.Method == "tools/call" {
+	if json.Unmarshal(b, &env) == nil && env.Method == r.method {
 		r.mu.Lock()
 		r.header, r.body = req.Header.Clone(), b
 		r.mu.Unlock()
@@ -120,11 +121,22 @@ func (r *recorder) last() (http.Header, []byte) {
 }
 
 // sdkCaller calls through the Go SDK client.
-type sdkCaller struct{ cs *mcp.ClientSession }
+type sdkCaller struct {
+	cs        *mcp.ClientSession
+	method    string
+	wantTools int // tools/list: the answer's length
+}
 
 func (c *sdkCaller) call(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
+	if c.method == methodList {
+		res, err := c.cs.ListTools(ctx, nil)
+		if err != nil {
+			return err
+		}
+		return checkList(len(res.Tools), res.NextCursor, c.wantTools)
+	}
 	res, err := c.cs.CallTool(ctx, &mcp.CallToolParams{Name: toolName, Arguments: map[string]any{"query": query}})
 	if err != nil {
 		return err
@@ -163,6 +175,15 @@ func contentText(cs []mcp.Content) string {
 	return b.String()
 }
 
+// checkList fails a list that is not the whole list the caller may see:
+// a policy that filters wrongly, or a page cut short, fails the run.
+func checkList(n int, nextCursor string, want int) error {
+	if n != want || nextCursor != "" {
+		return fmt.Errorf("listed %d tools (next cursor %q), want %d on one page", n, nextCursor, want)
+	}
+	return nil
+}
+
 func checkResult(out *tools.QueryResult) error {
 	if out.Query != query || len(out.Records) != wantRecords {
 		return fmt.Errorf("answer for query %q with %d records, want %q with %d", out.Query, len(out.Records), query, wantRecords)
@@ -170,42 +191,46 @@ func checkResult(out *tools.QueryResult) error {
 	return nil
 }
 
-// rawCaller replays, over plain HTTP, the tools/call the Go SDK client sent:
+// rawCaller replays, over plain HTTP, the request the Go SDK client sent:
 // the same headers (session, protocol version, token) and the same params,
 // with a fresh JSON-RPC id each time. The wire is the SDK client's; the
 // client's own work per call is an HTTP round trip and one JSON decode.
 type rawCaller struct {
-	hc      *http.Client
-	url     string
-	header  http.Header
-	params  json.RawMessage
-	id      int64
-	resp    bytes.Buffer
-	session *sdkCaller
+	hc        *http.Client
+	url       string
+	method    string
+	wantTools int
+	header    http.Header
+	params    json.RawMessage
+	id        int64
+	resp      bytes.Buffer
+	session   *sdkCaller
 }
 
 // firstRawID keeps the replayed ids apart from the SDK session's own.
 const firstRawID = 1 << 40
 
-func newRawCaller(url string, header http.Header, body []byte) (*rawCaller, error) {
+func newRawCaller(url, method string, wantTools int, header http.Header, body []byte) (*rawCaller, error) {
 	if header == nil {
-		return nil, errors.New("the Go SDK client's tools/call request was not recorded")
+		return nil, fmt.Errorf("the Go SDK client's %s request was not recorded", method)
 	}
 	var env struct {
 		Method string          `json:"method"`
 		Params json.RawMessage `json:"params"`
 	}
-	if err := json.Unmarshal(body, &env); err != nil || env.Method != "tools/call" {
-		return nil, fmt.Errorf("the recorded request is not a tools/call: %s", body)
+	if err := json.Unmarshal(body, &env); err != nil || env.Method != method {
+		return nil, fmt.Errorf("the recorded request is not a %s: %s", method, body)
 	}
 	h := header.Clone()
 	h.Del("Content-Length")
 	return &rawCaller{
-		hc:     &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone(), Timeout: callTimeout},
-		url:    url,
-		header: h,
-		params: env.Params,
-		id:     firstRawID,
+		hc:        &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone(), Timeout: callTimeout},
+		url:       url,
+		method:    method,
+		wantTools: wantTools,
+		header:    h,
+		params:    env.Params,
+		id:        firstRawID,
 	}, nil
 }
 
@@ -217,7 +242,9 @@ type rpcRequest struct {
 	Params  json.RawMessage `json:"params"`
 }
 
-// rpcAnswer is the part of a tools/call answer the harness checks.
+// rpcAnswer is the part of a tools/call or tools/list answer the harness
+// checks. A listed tool is counted, not decoded: the client's work per
+// answer stays a scan, alike for both servers.
 type rpcAnswer struct {
 	ID    int64 `json:"id"`
 	Error *struct {
@@ -227,12 +254,14 @@ type rpcAnswer struct {
 	Result *struct {
 		IsError           bool               `json:"isError"`
 		StructuredContent *tools.QueryResult `json:"structuredContent"`
+		Tools             []struct{}         `json:"tools"`
+		NextCursor        string             `json:"nextCursor"`
 	} `json:"result"`
 }
 
 func (c *rawCaller) call(ctx context.Context) error {
 	c.id++
-	body, err := json.Marshal(rpcRequest{JSONRPC: "2.0", ID: c.id, Method: "tools/call", Params: c.params})
+	body, err := json.Marshal(rpcRequest{JSONRPC: "2.0", ID: c.id, Method: c.method, Params: c.params})
 	if err != nil {
 		return err
 	}
@@ -270,7 +299,11 @@ func (c *rawCaller) call(ctx context.Context) error {
 		return fmt.Errorf("answer to id %d, want %d", ans.ID, c.id)
 	case ans.Error != nil:
 		return fmt.Errorf("JSON-RPC error %d: %s", ans.Error.Code, ans.Error.Message)
-	case ans.Result == nil || ans.Result.StructuredContent == nil:
+	case ans.Result == nil:
+		return fmt.Errorf("no result: %.300s", msg)
+	case c.method == methodList:
+		return checkList(len(ans.Result.Tools), ans.Result.NextCursor, c.wantTools)
+	case ans.Result.StructuredContent == nil:
 		return fmt.Errorf("no structured result: %.300s", msg)
 	case ans.Result.IsError:
 		return fmt.Errorf("tool error: %.300s", msg)

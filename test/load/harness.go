@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,25 +16,23 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/mcpguard/mcpguard/internal/policy/policytest"
 )
 
-// TODO(issue 11, tools/list): a tools/list variant (1,000 tools, the caller
-// shown 50) needs mcpguard serving 1,000 tools out of process, and
-// cmd/mcpguard registers only tools.Register's; it waits for a way to
-// register a scaled catalog in the built binary. The in-process
-// BenchmarkToolsList (test/bench_test.go) measures lists until then.
-
-// target is one server under load, and the clients driving it.
+// target is one server under load, as one caller, and the clients driving it.
 type target struct {
 	name    string
 	url     string // the MCP endpoint
 	metrics string // its /metrics, "" when it has none
 	token   string // "" for the bare servers
+	guarded bool   // mcpguard: its figures are divided by the others'
 	rt      runtimeVars
 	proc    *proc
 	clients []caller
 	hists   []*hist // one per client, summed at the end
 
+	wantTools  int     // tools each tools/list answer must hold
 	scrapeCost float64 // allocations one /metrics scrape itself makes
 	allocsOK   bool
 	allocs     float64 // over the measured rounds, scrapes subtracted
@@ -92,6 +91,11 @@ func harness(ctx context.Context, o *options, stdout io.Writer) ([]*modeResult, 
 	if err != nil {
 		return nil, err
 	}
+	if o.method == methodList {
+		if err := writeScaled(o, work); err != nil {
+			return nil, err
+		}
+	}
 	printHeader(stdout, o)
 	var results []*modeResult
 	for _, mode := range o.modes {
@@ -124,14 +128,14 @@ func runMode(ctx context.Context, o *options, bins binaries, work, mode string) 
 	if err != nil {
 		return nil, err
 	}
-	guarded, err := startGuarded(ctx, o, procs, bins.mcpguard, work, stateless)
+	guards, err := startGuarded(ctx, o, procs, bins, work, stateless)
 	if err != nil {
 		return nil, err
 	}
-	targets := []*target{bare, guarded}
+	targets := append([]*target{bare}, guards...)
 	// If mcpguard tunes the Go runtime for itself, the comparison is also
 	// made against the bare SDK with the same tuning.
-	if guarded.rt.known && bare.rt.known && guarded.rt != bare.rt {
+	if guarded := guards[0]; guarded.rt.known && bare.rt.known && guarded.rt != bare.rt {
 		tuned, err := startBare(ctx, o, procs, bins.bare, work, "bare-tuned", stateless, guarded.rt.env())
 		if err != nil {
 			return nil, err
@@ -141,7 +145,7 @@ func runMode(ctx context.Context, o *options, bins binaries, work, mode string) 
 	for _, t := range targets {
 		defer t.closeClients()
 		for range o.clients {
-			c, err := openClient(ctx, t, o.client)
+			c, err := openClient(ctx, t, o.client, o.method)
 			if err != nil {
 				return nil, err
 			}
@@ -323,13 +327,16 @@ func startBare(ctx context.Context, o *options, procs *group, bin, work, name st
 		addr, maddr := "127.0.0.1:"+ports[0], "127.0.0.1:"+ports[1]
 		env := append(baseEnv(o), tuning...)
 		args := []string{"-addr", addr, "-metrics-addr", maddr, "-stateless=" + strconv.FormatBool(stateless), "-read-by", o.user + "@dev.mcpguard.test"}
+		if o.method == methodList {
+			args = append(args, "-tools", strconv.Itoa(o.tools))
+		}
 		var p *proc
 		if p, err = startProc(name, bin, args, env, work); err != nil {
 			return nil, err
 		}
 		procs.add(p)
 		if err = p.waitReady(ctx, "http://"+addr+"/healthz"); err == nil {
-			t := &target{name: name, url: "http://" + addr + "/mcp", metrics: "http://" + maddr + "/metrics", proc: p}
+			t := &target{name: name, url: "http://" + addr + "/mcp", metrics: "http://" + maddr + "/metrics", proc: p, wantTools: o.tools}
 			t.rt = readRuntime(ctx, t.metrics)
 			return t, nil
 		}
@@ -345,8 +352,17 @@ func startBare(ctx context.Context, o *options, procs *group, bin, work, name st
 // (callers bring an Entra token): development environment, the embedded
 // identity provider on a port of its own, the shipped policies, the dev
 // roles file. POLICY_STRICT=true has the policy lint done before it
-// listens, so no start-up work overlaps the rounds.
-func startGuarded(ctx context.Context, o *options, procs *group, bin, work string, stateless bool) (*target, error) {
+// listens, so no start-up work overlaps the rounds. With tools/list it is
+// guardlist, serving the scaled tools with the scaled policy and its roles
+// file, and the process is two targets: the -roles caller ("guarded") and
+// one holding every role ("guarded-all").
+func startGuarded(ctx context.Context, o *options, procs *group, bins binaries, work string, stateless bool) ([]*target, error) {
+	bin, args := bins.mcpguard, []string{"serve"}
+	policyDir, rolesEnv := filepath.Join(o.repo, "policies"), []string(nil)
+	if o.method == methodList {
+		bin, args = bins.guardlist, []string{"-tools", strconv.Itoa(o.tools)}
+		policyDir, rolesEnv = filepath.Join(work, scaledDir), []string{"ROLES_FILE=" + filepath.Join(work, scaledRolesFile)}
+	}
 	// Every call of a run falls within the token's life.
 	lifetime := o.budget() + 10*time.Minute
 	var err error
@@ -363,31 +379,44 @@ func startGuarded(ctx context.Context, o *options, procs *group, bin, work strin
 			"DEV_IDP_ADDR=" + idp,
 			"DEV_IDP_KEY_FILE=" + filepath.Join(work, "dev-idp-key.pem"),
 		}
-		var token string
-		if token, err = mintToken(ctx, o, bin, work, devEnv, lifetime); err != nil {
+		var token, tokenAll string
+		if token, err = mintToken(ctx, o, bins.mcpguard, work, devEnv, o.roles, lifetime); err != nil {
 			return nil, err
+		}
+		if o.method == methodList {
+			all := strings.Join(policytest.AllRoles(scaledRoles), ",")
+			if tokenAll, err = mintToken(ctx, o, bins.mcpguard, work, devEnv, all, lifetime); err != nil {
+				return nil, err
+			}
 		}
 		env := append(baseEnv(o), devEnv...)
 		env = append(env,
 			"ENVIRONMENT=development", "DEV_IDP=true", "HOST=127.0.0.1", "PORT="+ports[0],
-			"METRICS_ADDR="+maddr, "POLICY_DIR="+filepath.Join(o.repo, "policies"), "POLICY_STRICT=true",
+			"METRICS_ADDR="+maddr, "POLICY_DIR="+policyDir, "POLICY_STRICT=true",
 			"LOG_LEVEL=error", "LOG_FORMAT=text", "STATELESS="+strconv.FormatBool(stateless))
+		env = append(env, rolesEnv...)
 		if o.cpuprofile != "" {
 			env = append(env, "PPROF=true")
 		}
 		env = append(env, o.guardEnv...) // last: a duplicate key takes the last value
 		var p *proc
-		if p, err = startProc("mcpguard", bin, []string{"serve"}, env, work); err != nil {
+		if p, err = startProc("mcpguard", bin, args, env, work); err != nil {
 			return nil, err
 		}
 		procs.add(p)
 		if err = p.waitReady(ctx, "http://"+addr+"/healthz"); err == nil {
-			t := &target{name: "guarded", url: "http://" + addr + "/mcp", metrics: "http://" + maddr + "/metrics", token: token, proc: p}
+			t := &target{name: "guarded", url: "http://" + addr + "/mcp", metrics: "http://" + maddr + "/metrics", token: token, proc: p, guarded: true,
+				wantTools: o.allowedTools()}
 			t.rt = readRuntime(ctx, t.metrics)
 			if !t.rt.known {
 				t.metrics = "" // METRICS_ADDR=off in -guard-env
 			}
-			return t, nil
+			if o.method != methodList {
+				return []*target{t}, nil
+			}
+			all := *t
+			all.name, all.token, all.wantTools = "guarded-all", tokenAll, o.tools
+			return []*target{t, &all}, nil
 		}
 		p.kill()
 		if !portTaken(err) {
@@ -395,6 +424,77 @@ func startGuarded(ctx context.Context, o *options, procs *group, bin, work strin
 		}
 	}
 	return nil, err
+}
+
+// allowedTools is how many of the scaled tools the -roles caller is
+// allowed, the roles read as mcpguard token --dev reads them.
+func (o *options) allowedTools() int {
+	var roles []string
+	for r := range strings.SplitSeq(o.roles, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			roles = append(roles, r)
+		}
+	}
+	return policytest.Allowed(o.tools, scaledRoles, roles)
+}
+
+// The scaled policy folder and its roles file, in the run's work directory.
+const (
+	scaledDir       = "policies-scaled"
+	scaledRolesFile = "roles-scaled.json"
+)
+
+// writeScaled writes the shipped policies with their catalog scaled to
+// o.tools tools over scaledRoles roles, and the roles file mapping the
+// tokens' app roles to them, as BenchmarkToolsList does. The catalog's
+// resource and prompt rows are dropped: guardlist serves tools only, and
+// POLICY_STRICT=true refuses rows naming nothing served, or roles the
+// roles file lacks.
+func writeScaled(o *options, work string) error {
+	dir := filepath.Join(work, scaledDir)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return err
+	}
+	if err := policytest.Scaled(filepath.Join(o.repo, "policies"), dir, o.tools, scaledRoles); err != nil {
+		return fmt.Errorf("scaling the policies to %d tools: %w", o.tools, err)
+	}
+	if err := toolsOnly(filepath.Join(dir, "data.json")); err != nil {
+		return fmt.Errorf("scaled catalog: %w", err)
+	}
+	roles, err := policytest.Roles(scaledRoles)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(work, scaledRolesFile), roles, 0o600)
+}
+
+// toolsOnly empties the catalog's sections other than tools in a data.json.
+func toolsOnly(path string) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var data struct {
+		MCP struct {
+			Catalog map[string]json.RawMessage `json:"catalog"`
+		} `json:"mcp"`
+	}
+	if err := json.Unmarshal(raw, &data); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if data.MCP.Catalog["tools"] == nil {
+		return fmt.Errorf("%s: no mcp.catalog.tools", path)
+	}
+	for k := range data.MCP.Catalog {
+		if k != "tools" {
+			data.MCP.Catalog[k] = json.RawMessage("{}")
+		}
+	}
+	out, err := json.Marshal(data)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, out, 0o600)
 }
 
 // sdkVersion is the Go SDK this harness (and both servers) were built with.
@@ -424,8 +524,13 @@ func gitCommit(repo string) string {
 func printHeader(w io.Writer, o *options) {
 	fmt.Fprintf(w, "# make loadtest, %s, commit %s, %s, %d cores, go-sdk %s\n",
 		time.Now().UTC().Format(time.RFC3339), gitCommit(o.repo), runtime.Version(), runtime.NumCPU(), sdkVersion())
-	fmt.Fprintf(w, "# %d clients (%s), tools/call %s, %d rounds × %s per server after %s warm-up, interleaved\n",
-		o.clients, o.client, toolName, o.rounds, o.duration, o.warmup)
+	what := "tools/call " + toolName
+	if o.method == methodList {
+		what = fmt.Sprintf("tools/list of %d tools (guarded: roles %s, shown %d; guarded-all: every role, shown %d)",
+			o.tools, o.roles, o.allowedTools(), o.tools)
+	}
+	fmt.Fprintf(w, "# %d clients (%s), %s, %d rounds × %s per server after %s warm-up, interleaved\n",
+		o.clients, o.client, what, o.rounds, o.duration, o.warmup)
 	if len(o.env) > 0 {
 		fmt.Fprintf(w, "# both servers: %s\n", strings.Join(o.env, " "))
 	}

@@ -153,3 +153,40 @@ func TestHarnessKillsServersOnFailure(t *testing.T) {
 	}
 	checkGone(t, got)
 }
+
+// tools/list end to end with a tiny catalog: the bare server and guardlist
+// serve 40 echo tools, and every list is the length its caller must see,
+// 3 for the default roles, all 40 for the bare server and the caller with
+// every role (the first list of each client checks, and a wrong one fails
+// the run).
+func TestHarnessToolsList(t *testing.T) {
+	needLoad(t)
+	pids := startedPIDs(t)
+	o, err := parseOptions([]string{"-method", "tools/list", "-tools", "40", "-clients", "2", "-rounds", "1",
+		"-duration", "300ms", "-warmup", "0", "-modes", "stateless", "-max-errors", "20"}, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	results, err := harness(t.Context(), o, &out)
+	t.Logf("harness output:\n%s", out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]int{"bare": 40, "guarded": 3, "guarded-all": 40} {
+		tg := results[0].target(name)
+		if tg == nil || tg.ops == 0 || tg.wantTools != want {
+			t.Errorf("%s: %+v, want lists of %d answered", name, tg, want)
+		}
+	}
+	for _, want := range []string{"tools/list of 40 tools", "guarded ÷ bare: throughput", "guarded-all ÷ bare: throughput"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the report lacks %q", want)
+		}
+	}
+	got := pids()
+	if got["bare"] == 0 || got["mcpguard"] == 0 {
+		t.Fatalf("servers started: %v", got)
+	}
+	checkGone(t, got)
+}

@@ -7,9 +7,15 @@ import (
 	"flag"
 	"math"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpguard/mcpguard/internal/policy/policytest"
 )
 
 // Each recorded value's bucket stands for it within 1/256 of it.
@@ -108,6 +114,7 @@ func TestOptionsBounded(t *testing.T) {
 	for _, args := range [][]string{
 		{"-clients", "0"}, {"-clients", "33"}, {"-rounds", "51"}, {"-duration", "31s"}, {"-duration", "10ms"},
 		{"-warmup", "-1s"}, {"-modes", "both"}, {"-modes", ","}, {"-client", "curl"}, {"-env", "GOGC"}, {"-max-errors", "-1"}, {"stray"},
+		{"-method", "tools/get"}, {"-tools", "10"}, {"-method", "tools/list", "-tools", "0"}, {"-method", "tools/list", "-tools", "1001"},
 	} {
 		if _, err := parseOptions(args, &bytes.Buffer{}); err == nil {
 			t.Errorf("%v accepted", args)
@@ -117,13 +124,71 @@ func TestOptionsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.clients != 4 || len(o.modes) != 2 || o.client != "raw" {
+	if o.clients != 4 || len(o.modes) != 2 || o.client != "raw" || o.method != methodCall || o.roles != "data_reader" {
 		t.Errorf("defaults: %+v", o)
+	}
+	l, err := parseOptions([]string{"-method", "tools/list"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.tools != 1000 || l.roles != defaultListRoles || l.budget() <= o.budget() {
+		t.Errorf("tools/list defaults: %+v", l)
+	}
+	if n := l.allowedTools(); n != 50 {
+		t.Errorf("the default list caller is allowed %d of 1,000 tools, want 50", n)
+	}
+	// Roles read as mcpguard token --dev reads them, spaces and all.
+	l, err = parseOptions([]string{"-method", "tools/list", "-roles", " role_00, role_13 ,role_27,api.role_03,"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := l.allowedTools(); n != 50 {
+		t.Errorf("spaced roles: allowed %d, want 50", n)
 	}
 	if b := o.budget(); b <= buildTimeout || b > 2*time.Hour {
 		t.Errorf("budget %s", b)
 	}
 	if _, err := parseOptions([]string{"-h"}, &bytes.Buffer{}); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("-h: %v", err)
+	}
+}
+
+// A list answer of the wrong length fails, through either client: the run
+// cannot measure a server that lists what the caller should not see, or
+// misses what it should.
+func TestListCountChecked(t *testing.T) {
+	s := mcp.NewServer(&mcp.Implementation{Name: "bare"}, nil)
+	policytest.RegisterEchoTools(3)(s)
+	for _, stateless := range []bool{false, true} {
+		hs := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s },
+			&mcp.StreamableHTTPOptions{Stateless: stateless, JSONResponse: stateless}))
+		t.Cleanup(hs.Close)
+		for _, kind := range []string{"raw", "sdk"} {
+			tg := &target{name: "bare", url: hs.URL, wantTools: 3}
+			c, err := openClient(t.Context(), tg, kind, methodList)
+			if err != nil {
+				t.Fatalf("stateless %v, %s: %v", stateless, kind, err)
+			}
+			if err := c.call(t.Context()); err != nil {
+				t.Errorf("stateless %v, %s: %v", stateless, kind, err)
+			}
+			// The same answer, expected shorter: the check sees it.
+			switch c := c.(type) {
+			case *rawCaller:
+				c.wantTools = 2
+			case *sdkCaller:
+				c.wantTools = 2
+			}
+			if err := c.call(t.Context()); err == nil || !strings.Contains(err.Error(), "listed 3 tools") {
+				t.Errorf("stateless %v, %s: a list of 3 passed for 2: %v", stateless, kind, err)
+			}
+			c.close()
+			// A caller expecting another count fails on its first list.
+			tg.wantTools = 4
+			if c, err := openClient(t.Context(), tg, kind, methodList); err == nil {
+				c.close()
+				t.Errorf("stateless %v, %s: a list of 3 passed for 4", stateless, kind)
+			}
+		}
 	}
 }

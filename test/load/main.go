@@ -7,6 +7,14 @@
 // throughput, p50 and p99 latency and allocations per call, and the ratios
 // guarded ÷ bare.
 //
+// With -method tools/list it measures lists instead: both servers serve N
+// echo tools (-tools, 1,000 by default), mcpguard through test/load/guardlist
+// (`mcpguard serve` with those tools registered) with the shipped policy
+// scaled to them (internal/policy/policytest), and two callers are measured
+// on it: "guarded", whose roles allow a few of the tools (50 of 1,000 by
+// default), and "guarded-all", who holds every role and is shown all N. Every
+// answer's count of tools is checked.
+//
 // mcpguard runs as a user would run it: Entra authentication on, against the
 // embedded development identity provider (DEV_IDP=true), the shipped
 // policies, a token minted once by `mcpguard token --dev` for a caller whose
@@ -49,7 +57,22 @@ const (
 	maxRounds   = 50
 	maxDuration = 30 * time.Second
 	maxWarmup   = 30 * time.Second
+	// maxTools keeps a list on one page: mcpguard's LIST_PAGE_SIZE and the
+	// SDK's page size are both 1,000 by default.
+	maxTools = 1000
 )
+
+const (
+	methodCall = "tools/call"
+	methodList = "tools/list"
+	// scaledRoles is the roles the scaled catalog cycles through, as in
+	// the in-process BenchmarkToolsList.
+	scaledRoles = 50
+)
+
+// defaultListRoles are BenchmarkToolsList's realistic caller: allowed 50 of
+// 1,000 scaled tools.
+const defaultListRoles = "role_00,role_13,role_27,api.role_03"
 
 // options are the harness's flags.
 type options struct {
@@ -59,6 +82,8 @@ type options struct {
 	warmup   time.Duration
 	modes    []string
 	client   string // raw or sdk
+	method   string // tools/call or tools/list
+	tools    int    // tools served in tools/list mode
 	env      []string
 	guardEnv []string
 	mcpguard string // a prebuilt binary; built from the repository when empty
@@ -98,14 +123,16 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, fmt.Sprintf("length of one round on one server (100ms–%s)", maxDuration))
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, fmt.Sprintf("unmeasured load on each server before the rounds (0–%s)", maxWarmup))
 	fs.StringVar(&modes, "modes", "stateful,stateless", "comma-separated: stateful (sessions, SSE answers), stateless (STATELESS=true, JSON answers)")
-	fs.StringVar(&o.client, "client", "raw", "raw: replay the Go SDK client's own tools/call request over plain HTTP; sdk: call through the Go SDK client")
+	fs.StringVar(&o.client, "client", "raw", "raw: replay the Go SDK client's own request over plain HTTP; sdk: call through the Go SDK client")
+	fs.StringVar(&o.method, "method", methodCall, "tools/call: call read_critical_data; tools/list: list -tools echo tools, filtered by the scaled shipped policy")
+	fs.IntVar(&o.tools, "tools", maxTools, fmt.Sprintf("with -method tools/list: the tools both servers serve (1–%d)", maxTools))
 	fs.Var(&env, "env", "KEY=VALUE for both servers' environment, e.g. GOGC=200 (repeatable)")
 	fs.Var(&guardEnv, "guard-env", "KEY=VALUE for mcpguard's environment only, e.g. DECISION_REUSE=false (repeatable)")
-	fs.StringVar(&o.mcpguard, "mcpguard", "", "a prebuilt mcpguard binary (default: go build ./cmd/mcpguard)")
+	fs.StringVar(&o.mcpguard, "mcpguard", "", "a prebuilt mcpguard binary (default: go build ./cmd/mcpguard); with tools/list it only mints the tokens, and test/load/guardlist is built to serve")
 	fs.StringVar(&o.repo, "repo", "", "the repository root (default: the main module of the working directory)")
 	fs.StringVar(&o.goCmd, "go", "go", "the go command that builds the servers")
 	fs.StringVar(&o.user, "user", "loadtest", "the dev identity provider user the token is minted for")
-	fs.StringVar(&o.roles, "roles", "data_reader", "the token's app roles (comma-separated); they must allow read_critical_data")
+	fs.StringVar(&o.roles, "roles", "", "the token's app roles (comma-separated); with tools/call they must allow read_critical_data (default data_reader); with tools/list, roles of the scaled catalog (default "+defaultListRoles+": 50 of 1,000 tools)")
 	fs.IntVar(&o.maxErrors, "max-errors", 0, "calls that may fail on one server (warm-up included) before the run fails; failed calls are counted, not measured")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "a directory: each server's CPU profile over its last round, per mode (<server>-<mode>.pprof; mcpguard runs with PPROF=true)")
 	if err := fs.Parse(args); err != nil {
@@ -115,7 +142,15 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	o.env, o.guardEnv = env, guardEnv
+	toolsSet := false
+	fs.Visit(func(f *flag.Flag) { toolsSet = toolsSet || f.Name == "tools" })
 	switch {
+	case o.method != methodCall && o.method != methodList:
+		return nil, fmt.Errorf("-method %q: want %s or %s", o.method, methodCall, methodList)
+	case toolsSet && o.method != methodList:
+		return nil, fmt.Errorf("-tools is for -method %s", methodList)
+	case o.tools < 1 || o.tools > maxTools:
+		return nil, fmt.Errorf("-tools %d: want 1 to %d", o.tools, maxTools)
 	case o.clients < 1 || o.clients > maxClients:
 		return nil, fmt.Errorf("-clients %d: want 1 to %d", o.clients, maxClients)
 	case o.rounds < 1 || o.rounds > maxRounds:
@@ -141,13 +176,24 @@ func parseOptions(args []string, stderr io.Writer) (*options, error) {
 	if len(o.modes) == 0 {
 		return nil, errors.New("-modes: name stateful, stateless or both")
 	}
+	if o.roles == "" {
+		o.roles = "data_reader"
+		if o.method == methodList {
+			o.roles = defaultListRoles
+		}
+	}
 	return o, nil
 }
 
 // budget bounds a whole run: the builds, then per mode the start of up to
-// three servers and their rounds, with room for a slow machine.
+// three servers and the rounds of their targets (four with tools/list), with
+// room for a slow machine.
 func (o *options) budget() time.Duration {
-	perMode := 3*time.Minute + 3*(o.warmup+time.Duration(o.rounds)*o.duration)*3/2
+	targets := time.Duration(3)
+	if o.method == methodList {
+		targets = 4
+	}
+	perMode := 3*time.Minute + targets*(o.warmup+time.Duration(o.rounds)*o.duration)*3/2
 	return buildTimeout + time.Duration(len(o.modes))*perMode
 }
 

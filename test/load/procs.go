@@ -24,8 +24,10 @@ const (
 	readyTimeout = time.Minute      // POLICY_STRICT=true lints the shipped policies before listening
 )
 
-// binaries are the two servers, built by the same toolchain with the same flags.
-type binaries struct{ mcpguard, bare string }
+// binaries are the servers, built by the same toolchain with the same flags:
+// mcpguard (which also mints the tokens), the bare SDK server, and with
+// tools/list mcpguard serving scaled tools (guardlist).
+type binaries struct{ mcpguard, bare, guardlist string }
 
 // moduleRoot is the directory of the main module's go.mod.
 func moduleRoot(ctx context.Context, goCmd string) (string, error) {
@@ -48,6 +50,10 @@ func build(ctx context.Context, o *options, dir string) (binaries, error) {
 	if b.mcpguard == "" {
 		b.mcpguard = filepath.Join(dir, "mcpguard")
 		pkgs = append(pkgs, [2]string{b.mcpguard, "./cmd/mcpguard"})
+	}
+	if o.method == methodList {
+		b.guardlist = filepath.Join(dir, "guardlist")
+		pkgs = append(pkgs, [2]string{b.guardlist, "./test/load/guardlist"})
 	}
 	for _, p := range pkgs {
 		// make build's flags: what is deployed is what is measured.
@@ -316,10 +322,10 @@ func baseEnv(o *options) []string {
 // mintToken asks mcpguard for a dev token, as a user would (mcpguard token
 // --dev), signed by the key the server will trust, for its issuer address.
 // The token is never printed.
-func mintToken(ctx context.Context, o *options, bin, dir string, devEnv []string, lifetime time.Duration) (string, error) {
+func mintToken(ctx context.Context, o *options, bin, dir string, devEnv []string, roles string, lifetime time.Duration) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "token", "--dev", "--user", o.user, "--roles", o.roles, "--lifetime", lifetime.String())
+	cmd := exec.CommandContext(ctx, bin, "token", "--dev", "--user", o.user, "--roles", roles, "--lifetime", lifetime.String())
 	cmd.Dir = dir
 	cmd.Env = append(baseEnv(o), devEnv...)
 	var stderr bytes.Buffer

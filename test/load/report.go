@@ -81,18 +81,23 @@ func printMode(w io.Writer, res *modeResult) {
 			fmt.Fprintf(w, "%s: first failure: %v\n", t.name, t.firstErr)
 		}
 	}
-	g := res.target("guarded")
-	for _, t := range res.targets {
-		if t == g {
+	// Each guarded caller against each unguarded server.
+	for _, g := range res.targets {
+		if !g.guarded {
 			continue
 		}
-		r := compare(g, t)
-		allocs := "allocations unknown"
-		if r.allocsKnown {
-			allocs = fmt.Sprintf("allocations %+.0f/call", r.allocsDiff)
+		for _, t := range res.targets {
+			if t.guarded {
+				continue
+			}
+			r := compare(g, t)
+			allocs := "allocations unknown"
+			if r.allocsKnown {
+				allocs = fmt.Sprintf("allocations %+.0f/call", r.allocsDiff)
+			}
+			fmt.Fprintf(w, "%s ÷ %s: throughput %.2f (rounds %.2f–%.2f), p50 ×%.2f, p99 ×%.2f, %s\n",
+				r.guardName, r.against, r.throughput, r.roundLo, r.roundHi, r.p50, r.p99, allocs)
 		}
-		fmt.Fprintf(w, "%s ÷ %s: throughput %.2f (rounds %.2f–%.2f), p50 ×%.2f, p99 ×%.2f, %s\n",
-			r.guardName, r.against, r.throughput, r.roundLo, r.roundHi, r.p50, r.p99, allocs)
 	}
 }
 

@@ -1,5 +1,6 @@
 // Package policytest builds policy folders for tests and benchmarks: the
-// shipped Rego with its catalog scaled to many tools and roles.
+// shipped Rego with its catalog scaled to many tools and roles, the roles
+// file and the echo tools that go with it, and what a caller is allowed.
 package policytest
 
 import (

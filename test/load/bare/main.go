@@ -4,7 +4,10 @@
 // what an operator would run instead of mcpguard, so the harness divides
 // mcpguard's figures by its own.
 //
-//	bare -addr 127.0.0.1:9000 -metrics-addr 127.0.0.1:9001 [-stateless]
+//	bare -addr 127.0.0.1:9000 -metrics-addr 127.0.0.1:9001 [-stateless] [-tools N]
+//
+// With -tools N it serves N echo tools instead, those mcpguard serves in the
+// harness's tools/list mode (test/load/guardlist).
 //
 // It serves /mcp and GET /healthz on -addr, and the Go runtime's Prometheus
 // series (the collector mcpguard registers, so allocation counts compare) on
@@ -26,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mcpguard/mcpguard/internal/policy/policytest"
 	"github.com/mcpguard/mcpguard/tools"
 )
 
@@ -42,6 +46,7 @@ func run(args []string) error {
 	metricsAddr := fs.String("metrics-addr", "", "host:port of /metrics (none when empty)")
 	stateless := fs.Bool("stateless", false, "serve as mcpguard does with STATELESS=true: no sessions, JSON responses")
 	readBy := fs.String("read-by", "loadtest@dev.mcpguard.test", "the read_by of every answer: the display name mcpguard answers for the harness's caller, so both answers are the same size")
+	nTools := fs.Int("tools", 0, "serve this many echo tools (policytest.RegisterEchoTools, the tools/list mode's) in place of read_critical_data")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -49,14 +54,23 @@ func run(args []string) error {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 
+	if *nTools < 0 {
+		return fmt.Errorf("-tools %d: want 0 or more", *nTools)
+	}
+
 	s := mcp.NewServer(&mcp.Implementation{Name: "bare", Version: "1"}, nil)
-	// The description and annotations of tools.Register's tool: the same
-	// tools/list entry, the same schemas (from the same Go types).
-	mcp.AddTool(s, &mcp.Tool{
-		Name:        "read_critical_data",
-		Description: "Query the critical on-premise data store (policy: role data_reader).",
-		Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, OpenWorldHint: new(false)},
-	}, readCriticalData(*readBy))
+	if *nTools > 0 {
+		// The guarded side's tools (test/load/guardlist registers the same).
+		policytest.RegisterEchoTools(*nTools)(s)
+	} else {
+		// The description and annotations of tools.Register's tool: the same
+		// tools/list entry, the same schemas (from the same Go types).
+		mcp.AddTool(s, &mcp.Tool{
+			Name:        "read_critical_data",
+			Description: "Query the critical on-premise data store (policy: role data_reader).",
+			Annotations: &mcp.ToolAnnotations{ReadOnlyHint: true, OpenWorldHint: new(false)},
+		}, readCriticalData(*readBy))
+	}
 
 	// The SDK options mcpguard sets (internal/server/http.go), at mcpguard's
 	// defaults (MAX_REQUEST_BYTES, SESSION_IDLE_TIMEOUT): only what mcpguard
