@@ -31,7 +31,7 @@ deps:
 	fi
 
 test-go:
-	MCPGUARD_REDIS=1 MCPGUARD_CHROMIUM=1 MCPGUARD_NGINX=1 $(GO) test -race -count=1 $(PKGS)
+	MCPGUARD_REDIS=1 MCPGUARD_CHROMIUM=1 MCPGUARD_NGINX=1 MCPGUARD_LOADTEST=1 $(GO) test -race -count=1 $(PKGS)
 
 # Fuzz the two parsers at the trust boundary for a bounded time each: the
 # bearer token (only the issuer's signed claims get through) and the tool
