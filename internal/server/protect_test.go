@@ -213,6 +213,29 @@ func TestProtectStripsCredentials(t *testing.T) {
 	}
 }
 
+// With authentication off nothing reads a credential, and still none
+// reaches a handler.
+func TestOpenServerStripsCredentials(t *testing.T) {
+	p := newProtected(t, map[string]string{"ENABLE_AUTH": "false"})
+	rec := p.post(t, "/mcp", "", callBody("open"), map[string]string{
+		"Authorization": "Bearer s3cret", "Cookie": "session=s3cret", "X-Api-Key": "k3y", "X-Request-Id": "r-1",
+	})
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"ok"`) {
+		t.Fatalf("%d %s", rec.Code, rec.Body)
+	}
+	p.mu.Lock()
+	h := p.headers
+	p.mu.Unlock()
+	if h == nil || h.Get("X-Request-Id") != "r-1" {
+		t.Fatalf("the tool was handed %v", h)
+	}
+	for name := range h {
+		if isCredentialHeader(name) {
+			t.Fatalf("the tool was handed %s: %v", name, h)
+		}
+	}
+}
+
 func TestProtectBodyLimit(t *testing.T) {
 	p := newProtected(t, nil)
 	tok := p.token(t, "ada")
