@@ -403,36 +403,111 @@ func analyse(ctx context.Context, c *compiled, compiler *ast.Compiler, s shape, 
 	if err != nil {
 		return false
 	}
-	ok := true
-	check := func(x any) {
-		ast.WalkTerms(x, func(t *ast.Term) bool {
-			switch v := t.Value.(type) {
-			case ast.Ref:
-				if v[0].Equal(ast.InputRootDocument) && !readsCaller(v) {
-					ok = false
-				}
-			case ast.Call:
-				if !deterministic(v[0]) {
-					ok = false
-				}
-			}
-			return !ok
-		})
-		ast.WalkExprs(x, func(e *ast.Expr) bool {
-			if len(e.With) > 0 || (e.IsCall() && !deterministic(e.Operator())) {
-				ok = false
-			}
-			return !ok
-		})
-	}
+	k := readCheck{compiler: compiler, known: knownPaths(s), followed: map[*ast.Rule]struct{}{}, ok: true}
 	for _, q := range pq.Queries {
-		check(q)
+		k.check(q)
 	}
 	for _, m := range pq.Support {
-		check(m)
+		k.check(m)
 	}
-	return ok
+	return k.ok
 }
+
+// readCheck checks what a residual reads. OPA's partial evaluation does not
+// always inline a rule: one with an else chain (and other forms) is left in
+// the residual as a reference to the policy's own rule, which the residual
+// then does not show. Every rule the residual refers to is therefore
+// checked whole, and every rule those refer to: a reference it cannot pin
+// down checks every rule it could mean.
+type readCheck struct {
+	compiler *ast.Compiler
+	// known are the input paths the shape fixes (knownInput): a rule of
+	// the policy, evaluated on a request of the shape, reads the same there.
+	known    []ast.Ref
+	followed map[*ast.Rule]struct{}
+	ok       bool
+}
+
+// check walks x (a residual query, a support module, a rule): its input
+// references must be the caller's or the shape's, its calls deterministic,
+// no expression may carry `with`, and the rules it refers to must pass too.
+func (k *readCheck) check(x any) {
+	var refs []ast.Ref
+	ast.WalkTerms(x, func(t *ast.Term) bool {
+		switch v := t.Value.(type) {
+		case ast.Ref:
+			switch {
+			case v[0].Equal(ast.InputRootDocument):
+				if !readsCaller(v) && !k.readsKnown(v) {
+					k.ok = false
+				}
+			case v[0].Equal(ast.DefaultRootDocument):
+				refs = append(refs, v)
+			}
+		case ast.Call:
+			if !deterministic(v[0]) {
+				k.ok = false
+			}
+		}
+		return !k.ok
+	})
+	ast.WalkExprs(x, func(e *ast.Expr) bool {
+		if len(e.With) > 0 || (e.IsCall() && !deterministic(e.Operator())) {
+			k.ok = false
+		}
+		return !k.ok
+	})
+	for _, ref := range refs {
+		if !k.ok {
+			return
+		}
+		// Hidden packages (system.*) included: a dynamic reference may
+		// mean them too.
+		for _, r := range k.compiler.GetRulesDynamicWithOpts(ref, ast.RulesOptions{IncludeHiddenModules: true}) {
+			if _, done := k.followed[r]; !done {
+				k.followed[r] = struct{}{}
+				k.check(r)
+			}
+		}
+	}
+}
+
+// readsKnown: ref reads under an input path the shape fixes.
+func (k *readCheck) readsKnown(ref ast.Ref) bool {
+	for _, p := range k.known {
+		if ref.HasPrefix(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// knownPaths are the input paths knownInput fixes for s, each a leaf of it
+// (a reference to an object above them, such as input.mcp.tool, would also
+// read what varies: the arguments).
+func knownPaths(s shape) []ast.Ref {
+	paths := []ast.Ref{refVersion, refMethod}
+	switch s.kind {
+	case targetList:
+		paths = append(paths, candidatesInput.Value.(ast.Ref))
+	case targetTool:
+		paths = append(paths, refToolName, refToolAnnotations)
+	case targetPrompt:
+		paths = append(paths, refPromptName)
+	case targetResource:
+		paths = append(paths, refResourceURI)
+	}
+	return paths
+}
+
+var (
+	refVersion         = ast.MustParseRef("input.version")
+	refMethod          = ast.MustParseRef("input.mcp.method")
+	refToolName        = ast.MustParseRef("input.mcp.tool.name")
+	refToolAnnotations = ast.MustParseRef("input.mcp.tool.annotations")
+	refPromptName      = ast.MustParseRef("input.mcp.prompt.name")
+	refResourceURI     = ast.MustParseRef("input.mcp.resource.uri")
+)
 
 // readsCaller: ref is input.identity… or input.authorization…
 func readsCaller(ref ast.Ref) bool {
