@@ -116,6 +116,10 @@ type compiled struct {
 	visible  rego.PreparedEvalQuery
 	// reuse keeps the decisions that depend on the caller alone (reuse.go).
 	reuse *reuse
+	// readsClock: the policy calls a builtin that reads the time of day
+	// unmarked (callsClock), so nothing of it is answered ahead: allow is
+	// not partially evaluated at load, and no decision is reused.
+	readsClock bool
 	// loaded is the served policy as compiled (for the lint).
 	loaded *Loaded
 	// revision names this policy; bundles are the revisions of the
@@ -331,6 +335,11 @@ func prepare(ctx context.Context, loaded *Loaded) (*compiled, error) {
 		return nil, err
 	}
 	c := &compiled{compiler: compiler, store: store, txn: txn, loaded: loaded}
+	// Partial evaluation computes, once, whatever builtin it knows the
+	// arguments of, unless OPA marks it non-deterministic; a few that read
+	// the clock are not marked (readsClock), and would be answered at load
+	// for good. A policy that calls one is evaluated whole on each request.
+	c.readsClock = callsClock(compiler)
 	for _, q := range []struct {
 		query string
 		into  *rego.PreparedEvalQuery
@@ -338,7 +347,7 @@ func prepare(ctx context.Context, loaded *Loaded) (*compiled, error) {
 		// input unknown. allow then becomes flat rules that the rule index
 		// selects by method and tool name, whatever the catalog's size.
 		partial bool
-	}{{AllowQuery, &c.allow, true}, {DecisionQuery, &c.decision, false}, {VisibleQuery, &c.visible, false}} {
+	}{{AllowQuery, &c.allow, !c.readsClock}, {DecisionQuery, &c.decision, false}, {VisibleQuery, &c.visible, false}} {
 		var popts []rego.PrepareOption
 		if q.partial {
 			popts = append(popts, rego.WithPartialEval())

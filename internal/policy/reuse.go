@@ -390,6 +390,14 @@ func analyse(ctx context.Context, c *compiled, compiler *ast.Compiler, s shape, 
 	} else {
 		unknowns = append(unknowns, candidatesInput)
 	}
+	// Partial evaluation computes a builtin whose arguments it knows unless
+	// OPA marks it non-deterministic, and some that read the clock are not:
+	// the analysis, knowing the shape, would compute one once, and the
+	// decision would be reused after its answer changed (a certificate
+	// expired). A policy that calls one is never reused.
+	if c.readsClock {
+		return false
+	}
 	pq, err := rego.New(
 		rego.Query(query),
 		rego.Compiler(compiler),
@@ -541,4 +549,33 @@ func deterministic(op any) bool {
 	}
 	b, ok := ast.BuiltinMap[ref.String()]
 	return ok && !b.IsNondeterministic()
+}
+
+// readsClock are the builtins that read the time of day without OPA marking
+// them non-deterministic (ast.Builtin.Nondeterministic): certificate chains
+// are verified at time.Now() unless the options say another time. A policy
+// calling one is not analysed at all (callsClock), so deterministic need
+// not know them.
+var readsClock = map[string]struct{}{
+	ast.CryptoX509ParseAndVerifyCertificates.Name:            {},
+	ast.CryptoX509ParseAndVerifyCertificatesWithOptions.Name: {},
+}
+
+// callsClock: a rule of the policy calls a builtin of readsClock.
+func callsClock(compiler *ast.Compiler) bool {
+	found := false
+	for _, m := range compiler.Modules {
+		ast.WalkTerms(m, func(t *ast.Term) bool {
+			if ref, ok := t.Value.(ast.Ref); ok {
+				if _, clock := readsClock[ref.String()]; clock {
+					found = true
+				}
+			}
+			return found
+		})
+		if found {
+			return true
+		}
+	}
+	return false
 }
