@@ -266,3 +266,19 @@ func TestVisibleWithoutDecisionReuse(t *testing.T) {
 		policy.WaitReuseAnalysis(e)
 	}
 }
+
+// With reuse ruled out, every call is evaluated too.
+func TestCallWithoutDecisionReuse(t *testing.T) {
+	dir := policytest.Copy(t, "../../policies", nil)
+	e, err := policy.New(context.Background(), dir, policy.WithoutDecisionReuse())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := newToken("data_reader").call("read_critical_data", `{}`)
+	if !analysed(t, e, in) {
+		t.Fatal("refused")
+	}
+	if _, reused := policy.Reused(e, in); reused {
+		t.Fatal("a decision was held for reuse")
+	}
+}
