@@ -57,3 +57,11 @@ func SetReuseAnalysis(e *Engine, f func(ctx context.Context, target string, anal
 		return f(ctx, s.target, func(ctx context.Context) bool { return orig(ctx, s, cands) })
 	}
 }
+
+// Remembered is how many call decisions the policy in force holds for reuse.
+func Remembered(e *Engine) int {
+	r := e.current.Load().reuse
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.decisions)
+}
