@@ -87,7 +87,14 @@ const (
 	analysisTimeout = 2 * time.Second
 )
 
+// limits are a reuse's bounds: the constants above (tests lower them).
+type limits struct{ shapes, listShapes, analyses, decisions, visibleSets, visibleNames int }
+
+var defaultLimits = limits{shapes: maxShapes, listShapes: maxListShapes, analyses: maxAnalyses,
+	decisions: maxDecisions, visibleSets: maxVisibleSets, visibleNames: maxVisibleNames}
+
 type reuse struct {
+	limits    limits
 	mu        sync.RWMutex
 	shapes    map[shape]bool     // analysed: reusable or not
 	pending   map[shape]struct{} // being analysed, one analysis each
@@ -106,7 +113,7 @@ type reuse struct {
 }
 
 func newReuse(c *compiled) *reuse {
-	r := &reuse{shapes: map[shape]bool{}, pending: map[shape]struct{}{}, decisions: map[reuseKey]bool{},
+	r := &reuse{limits: defaultLimits, shapes: map[shape]bool{}, pending: map[shape]struct{}{}, decisions: map[reuseKey]bool{},
 		lists: map[shape]*Candidates{}, visible: map[reuseKey]map[string]struct{}{}}
 	r.idle = sync.NewCond(&r.mu)
 	r.analyse = func(ctx context.Context, s shape, cands *Candidates) bool {
@@ -193,7 +200,7 @@ func (r *reuse) remember(ctx context.Context, k reuseKey, allowed bool) {
 		return
 	}
 	r.mu.Lock()
-	if len(r.decisions) >= maxDecisions {
+	if len(r.decisions) >= r.limits.decisions {
 		clear(r.decisions)
 	}
 	r.decisions[k] = allowed
@@ -226,7 +233,7 @@ func (r *reuse) rememberVisible(ctx context.Context, k reuseKey, cands *Candidat
 	if !sameCandidates(r.lists[k.shape], cands) {
 		return
 	}
-	if len(r.visible) >= maxVisibleSets || r.names+len(set) > maxVisibleNames {
+	if len(r.visible) >= r.limits.visibleSets || r.names+len(set) > r.limits.visibleNames {
 		clear(r.visible)
 		r.names = 0
 	}
@@ -263,8 +270,8 @@ func (r *reuse) reusable(ctx context.Context, s shape, cands *Candidates) bool {
 
 // full: no analysis of s may start now (under mu).
 func (r *reuse) full(s shape) bool {
-	return len(r.pending) >= maxAnalyses || len(r.shapes)+len(r.pending) >= maxShapes ||
-		(s.kind == targetList && len(r.lists) >= maxListShapes)
+	return len(r.pending) >= r.limits.analyses || len(r.shapes)+len(r.pending) >= r.limits.shapes ||
+		(s.kind == targetList && len(r.lists) >= r.limits.listShapes)
 }
 
 // start analyses s in the background unless it is analysed or pending
