@@ -57,6 +57,7 @@ var targets = []target{
 	{name: "server-authz", dir: "internal/server", files: []string{"middleware.go", "principal.go", "http.go"}},
 	{name: "policy-engine", dir: "internal/policy", files: []string{"engine.go", "input.go"}},
 	{name: "policy-json", dir: "internal/policy", files: []string{"json.go"}},
+	{name: "policy-reuse", dir: "internal/policy", files: []string{"reuse.go"}},
 }
 
 // mutators: gremlins's defaults, and the ones it leaves off, which change
