@@ -2,7 +2,9 @@ package policy
 
 import (
 	"context"
+	"sync"
 	"testing"
+	"time"
 )
 
 // boundedReuse is a reuse whose shapes s and ls (a list of cands) are
@@ -124,5 +126,71 @@ func TestSameCandidates(t *testing.T) {
 	}
 	if sameCandidates(nil, base()) || sameCandidates(base(), nil) || sameCandidates(nil, nil) {
 		t.Error("a missing list is taken for a list")
+	}
+}
+
+// Analyses: no more shapes are analysed than the bound on shapes (those
+// analysed and those pending counted together), nor more lists than the
+// bound on lists, which leaves calls analysed.
+func TestReuseAnalysesBounded(t *testing.T) {
+	ctx := context.Background()
+	call := func(i int) shape { return shape{method: "tools/call", kind: targetTool, target: string(rune('a' + i))} }
+	list := func(i int) shape { return shape{method: "tools/list", kind: targetList, candidates: uint64(i + 1)} }
+	cands := &Candidates{Tools: []Candidate{{Name: "a"}}}
+	// stub counts the analyses started; each holds until release is closed.
+	stub := func(r *reuse) (started func() int, release func()) {
+		var mu sync.Mutex
+		n := 0
+		hold := make(chan struct{})
+		r.analyse = func(context.Context, shape, *Candidates) bool {
+			mu.Lock()
+			n++
+			mu.Unlock()
+			<-hold
+			return true
+		}
+		return func() int { mu.Lock(); defer mu.Unlock(); return n }, func() { close(hold); r.wait() }
+	}
+
+	t.Run("shapes, pending ones counted", func(t *testing.T) {
+		r := newReuse(&compiled{})
+		r.limits = limits{shapes: 2, listShapes: 8, analyses: 8, decisions: 8, visibleSets: 8, visibleNames: 8}
+		started, release := stub(r)
+		for i := range 3 {
+			r.reusable(ctx, call(i), nil)
+		}
+		waitFor(t, func() bool { return started() == 2 })
+		release()
+		if n := started(); n != 2 {
+			t.Fatalf("%d analyses started, want 2", n)
+		}
+		r.reusable(ctx, call(3), nil) // two analysed: still full
+		r.wait()
+		if n := len(r.shapes); n != 2 {
+			t.Fatalf("%d shapes analysed, want 2", n)
+		}
+	})
+	t.Run("lists", func(t *testing.T) {
+		r := newReuse(&compiled{})
+		r.limits = limits{shapes: 8, listShapes: 1, analyses: 8, decisions: 8, visibleSets: 8, visibleNames: 8}
+		started, release := stub(r)
+		r.reusable(ctx, list(0), cands)
+		r.reusable(ctx, list(1), cands)
+		r.reusable(ctx, call(0), nil)
+		waitFor(t, func() bool { return started() == 2 })
+		release()
+		if _, ok := r.shapes[list(1)]; ok || len(r.shapes) != 2 {
+			t.Fatalf("analysed %v: want the first list and the call", r.shapes)
+		}
+	})
+}
+
+// waitFor polls cond for up to ten seconds (the analyses start on goroutines).
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
 	}
 }
